@@ -1,0 +1,1 @@
+"""Subcommands of the ``revsnn`` command line (see :mod:`revsnn_jax.cli`)."""

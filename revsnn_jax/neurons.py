@@ -1,0 +1,349 @@
+"""Spiking neurons as pure functions: a single-step function and a multi-step scan over time.
+
+Inputs are time-major, ``x`` shaped ``[T, ...]`` (for a conv layer ``[T, B, H, W, C]``); the
+membrane potential ``V`` has the shape of one step, ``x.shape[1:]``. Neuron state is explicit:
+a multi-step call takes the initial potential ``v_init`` (zeros by default) and returns the final
+one, so nothing is hidden and nothing needs resetting. Names and defaults follow SpikingJelly
+(``tau=2.0``, ``v_threshold=1.0``, ``v_reset=0.0``, ``decay_input=True``, sigmoid surrogate with
+alpha 4) so its users find what they know.
+
+Dynamics of one step (SpikingJelly 0.0.0.0.12, ``clock_driven``):
+
+* charge, IF:   ``H[t] = V[t-1] + X[t]``
+* charge, LIF:  ``H[t] = V[t-1] + (X[t] - (V[t-1] - V_reset)) / tau``   (``decay_input=True``)
+                ``H[t] = V[t-1] - (V[t-1] - V_reset) / tau + X[t]``     (``decay_input=False``)
+  with ``V_reset`` read as 0 in the leak when the reset is soft (``v_reset=None``).
+* charge, PLIF: as LIF with a learnable ``1 / tau = sigmoid(w)`` (Fang et al., 2021).
+* fire:         ``S[t] = Heaviside(H[t] - V_th)``, ``Heaviside(0) = 1``; backward through the
+                surrogate derivative (:mod:`revsnn_jax.surrogate`).
+* reset, hard:  ``V[t] = H[t] * (1 - S[t]) + V_reset * S[t]``
+* reset, soft:  ``V[t] = H[t] - V_th * S[t]``                           (``v_reset=None``)
+* ``detach_reset=True`` stops the gradient of the spike inside the reset term.
+
+T-RevSNN's stateless neuron (Hu et al., 2024) is :func:`quantize_spike`:
+``S = floor(clip(V, 0, 1) + 0.5)`` with gradient 1 on ``[0, 1]`` and 0 elsewhere, the same formula
+in training and evaluation.
+
+Multi-step functions run ``jax.lax.scan`` over the leading axis: the compiled program has one
+loop body whatever ``T`` is (no unrolling). Weights are not applied inside the scan; apply them
+once to the merged ``[T * B, ...]`` input before calling a neuron.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from revsnn_jax import surrogate as surrogate_lib
+
+__all__ = [
+    "NeuronConfig",
+    "if_multistep",
+    "if_step",
+    "lif_multistep",
+    "lif_step",
+    "neuron_multistep",
+    "plif_multistep",
+    "plif_step",
+    "plif_w_from_tau",
+    "quantize_spike",
+]
+
+Array = jax.Array
+ArrayLike = Any
+
+
+class NeuronConfig(NamedTuple):
+    """Hashable description of a neuron, used by layers and models to name their neurons.
+
+    ``kind`` is ``"if"``, ``"lif"`` or ``"quant"`` (stateless quantizer). The other fields are
+    the keyword arguments of the multi-step functions. PLIF needs a learnable parameter and is
+    built by modules instead (:class:`revsnn_jax.neuron_modules.PLIF`).
+    """
+
+    kind: str = "lif"
+    tau: float = 2.0
+    v_threshold: float = 1.0
+    v_reset: float | None = 0.0
+    decay_input: bool = True
+    detach_reset: bool = False
+    surrogate: surrogate_lib.SurrogateLike = "sigmoid"
+
+
+# --------------------------------------------------------------------------- input checks
+def _check_floating(x: ArrayLike, name: str = "x") -> Array:
+    if not hasattr(x, "dtype"):
+        x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{name} has dtype {x.dtype}; spiking neurons need floating inputs "
+            f"(cast it, e.g. {name}.astype(jnp.float32))"
+        )
+    return jnp.asarray(x)
+
+
+def _check_tau(tau: ArrayLike) -> None:
+    if isinstance(tau, numbers.Real) and not tau > 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    if isinstance(tau, (np.ndarray, np.generic)) and not np.all(np.asarray(tau) > 0):
+        raise ValueError(f"tau must be positive, got {tau}")
+
+
+def _check_threshold(v_threshold: ArrayLike) -> None:
+    if isinstance(v_threshold, numbers.Real) and not np.isfinite(v_threshold):
+        raise ValueError(f"v_threshold must be finite, got {v_threshold}")
+
+
+def _check_sequence(x: ArrayLike, v_init: ArrayLike | None) -> tuple[Array, Array]:
+    """Validate a time-major input and build the initial membrane potential."""
+    x = _check_floating(x)
+    if x.ndim < 1:
+        raise ValueError(
+            "multi-step neurons take a time-major input x shaped [T, ...] with T >= 1; "
+            "got a scalar (use the *_step function for a single step)"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"x has an empty time axis (shape {x.shape}); need T >= 1 at axis 0")
+    step_shape = x.shape[1:]
+    if v_init is None:
+        return x, jnp.zeros(step_shape, x.dtype)
+    v_init = _check_floating(v_init, "v_init")
+    if v_init.shape not in ((), step_shape):
+        hint = ""
+        if v_init.shape == x.shape[:-1] or (x.ndim >= 2 and v_init.shape == x.shape[:1] + x.shape[2:]):
+            hint = " (is the time axis at axis 0? x must be [T, ...])"
+        raise ValueError(
+            f"v_init has shape {v_init.shape}, expected the shape of one time step "
+            f"{step_shape} of x {x.shape}{hint}"
+        )
+    return x, jnp.broadcast_to(v_init, step_shape).astype(x.dtype)
+
+
+# --------------------------------------------------------------------------- one step
+def _fire_and_reset(
+    h: Array,
+    v_threshold: ArrayLike,
+    v_reset: ArrayLike | None,
+    detach_reset: bool,
+    spike_fn: Callable[[Array], Array],
+) -> tuple[Array, Array]:
+    s = spike_fn(h - v_threshold)
+    s_reset = jax.lax.stop_gradient(s) if detach_reset else s
+    if v_reset is None:
+        v = h - v_threshold * s_reset
+    else:
+        v = h * (1 - s_reset) + v_reset * s_reset
+    return s, v
+
+
+def _lif_charge(x: Array, v: Array, inv_tau: ArrayLike, v_reset: ArrayLike | None,
+                decay_input: bool) -> Array:
+    leak_target = 0.0 if v_reset is None else v_reset
+    if decay_input:
+        return v + (x - (v - leak_target)) * inv_tau
+    return v - (v - leak_target) * inv_tau + x
+
+
+def if_step(
+    x: ArrayLike,
+    v: ArrayLike,
+    *,
+    v_threshold: float = 1.0,
+    v_reset: float | None = 0.0,
+    detach_reset: bool = False,
+    surrogate: surrogate_lib.SurrogateLike = "sigmoid",
+) -> tuple[Array, Array]:
+    """One step of the integrate-and-fire neuron: ``H = V + X``, fire, reset.
+
+    Returns ``(spike, v_next)``, both shaped like ``x``.
+    """
+    x = _check_floating(x)
+    _check_threshold(v_threshold)
+    spike_fn = surrogate_lib.get(surrogate)
+    return _fire_and_reset(jnp.asarray(v, x.dtype) + x, v_threshold, v_reset, detach_reset, spike_fn)
+
+
+def lif_step(
+    x: ArrayLike,
+    v: ArrayLike,
+    *,
+    tau: float = 2.0,
+    decay_input: bool = True,
+    v_threshold: float = 1.0,
+    v_reset: float | None = 0.0,
+    detach_reset: bool = False,
+    surrogate: surrogate_lib.SurrogateLike = "sigmoid",
+) -> tuple[Array, Array]:
+    """One step of the leaky integrate-and-fire neuron (equations in the module docstring).
+
+    Returns ``(spike, v_next)``, both shaped like ``x``.
+    """
+    x = _check_floating(x)
+    _check_tau(tau)
+    _check_threshold(v_threshold)
+    spike_fn = surrogate_lib.get(surrogate)
+    h = _lif_charge(x, jnp.asarray(v, x.dtype), 1.0 / tau, v_reset, decay_input)
+    return _fire_and_reset(h, v_threshold, v_reset, detach_reset, spike_fn)
+
+
+def plif_w_from_tau(tau: float) -> float:
+    """The PLIF parameter ``w`` with ``sigmoid(w) = 1 / tau`` (SpikingJelly's ``init_tau``)."""
+    if not tau > 1:
+        raise ValueError(f"PLIF needs tau > 1 so that 1/tau = sigmoid(w) is defined, got {tau}")
+    return float(-np.log(tau - 1.0))
+
+
+def plif_step(
+    x: ArrayLike,
+    v: ArrayLike,
+    w: ArrayLike,
+    *,
+    decay_input: bool = True,
+    v_threshold: float = 1.0,
+    v_reset: float | None = 0.0,
+    detach_reset: bool = False,
+    surrogate: surrogate_lib.SurrogateLike = "sigmoid",
+) -> tuple[Array, Array]:
+    """One step of the parametric LIF neuron, ``1 / tau = sigmoid(w)`` with ``w`` learnable."""
+    x = _check_floating(x)
+    _check_threshold(v_threshold)
+    spike_fn = surrogate_lib.get(surrogate)
+    inv_tau = jax.nn.sigmoid(jnp.asarray(w, x.dtype))
+    h = _lif_charge(x, jnp.asarray(v, x.dtype), inv_tau, v_reset, decay_input)
+    return _fire_and_reset(h, v_threshold, v_reset, detach_reset, spike_fn)
+
+
+# --------------------------------------------------------------------------- many steps
+def _scan_neuron(
+    charge: Callable[[Array, Array], Array],
+    x: Array,
+    v0: Array,
+    v_threshold: ArrayLike,
+    v_reset: ArrayLike | None,
+    detach_reset: bool,
+    spike_fn: Callable[[Array], Array],
+    return_trace: bool,
+):
+    def step(v, x_t):
+        s, v_next = _fire_and_reset(charge(x_t, v), v_threshold, v_reset, detach_reset, spike_fn)
+        return v_next, ((s, v_next) if return_trace else s)
+
+    v_final, out = jax.lax.scan(step, v0, x)
+    if return_trace:
+        spikes, trace = out
+        return spikes, v_final, trace
+    return out, v_final
+
+
+def if_multistep(
+    x: ArrayLike,
+    *,
+    v_threshold: float = 1.0,
+    v_reset: float | None = 0.0,
+    detach_reset: bool = False,
+    surrogate: surrogate_lib.SurrogateLike = "sigmoid",
+    v_init: ArrayLike | None = None,
+    return_trace: bool = False,
+):
+    """Integrate-and-fire over ``x`` shaped ``[T, ...]`` with ``jax.lax.scan``.
+
+    Returns ``(spikes, final_v)``, or ``(spikes, final_v, v_trace)`` with ``return_trace=True``;
+    ``v_trace[t]`` is the potential after step ``t``'s reset (SpikingJelly's ``v_seq``).
+    """
+    x, v0 = _check_sequence(x, v_init)
+    _check_threshold(v_threshold)
+    spike_fn = surrogate_lib.get(surrogate)
+    return _scan_neuron(lambda x_t, v: v + x_t, x, v0, v_threshold, v_reset, detach_reset,
+                        spike_fn, return_trace)
+
+
+def lif_multistep(
+    x: ArrayLike,
+    *,
+    tau: float = 2.0,
+    decay_input: bool = True,
+    v_threshold: float = 1.0,
+    v_reset: float | None = 0.0,
+    detach_reset: bool = False,
+    surrogate: surrogate_lib.SurrogateLike = "sigmoid",
+    v_init: ArrayLike | None = None,
+    return_trace: bool = False,
+):
+    """Leaky integrate-and-fire over ``x`` shaped ``[T, ...]`` with ``jax.lax.scan``.
+
+    Returns ``(spikes, final_v)``, or ``(spikes, final_v, v_trace)`` with ``return_trace=True``.
+    """
+    x, v0 = _check_sequence(x, v_init)
+    _check_tau(tau)
+    _check_threshold(v_threshold)
+    spike_fn = surrogate_lib.get(surrogate)
+    inv_tau = 1.0 / tau
+    return _scan_neuron(lambda x_t, v: _lif_charge(x_t, v, inv_tau, v_reset, decay_input),
+                        x, v0, v_threshold, v_reset, detach_reset, spike_fn, return_trace)
+
+
+def plif_multistep(
+    x: ArrayLike,
+    w: ArrayLike,
+    *,
+    decay_input: bool = True,
+    v_threshold: float = 1.0,
+    v_reset: float | None = 0.0,
+    detach_reset: bool = False,
+    surrogate: surrogate_lib.SurrogateLike = "sigmoid",
+    v_init: ArrayLike | None = None,
+    return_trace: bool = False,
+):
+    """Parametric LIF over ``x`` shaped ``[T, ...]``: ``1 / tau = sigmoid(w)``, ``w`` learnable.
+
+    ``w`` is a scalar (SpikingJelly's ``ParametricLIFNode``) or broadcasts against one step;
+    :func:`plif_w_from_tau` converts an initial ``tau``. Returns as :func:`lif_multistep`.
+    """
+    x, v0 = _check_sequence(x, v_init)
+    _check_threshold(v_threshold)
+    spike_fn = surrogate_lib.get(surrogate)
+    inv_tau = jax.nn.sigmoid(jnp.asarray(w, x.dtype))
+    return _scan_neuron(lambda x_t, v: _lif_charge(x_t, v, inv_tau, v_reset, decay_input),
+                        x, v0, v_threshold, v_reset, detach_reset, spike_fn, return_trace)
+
+
+def neuron_multistep(x: ArrayLike, config: NeuronConfig) -> Array:
+    """Spikes of the neuron described by ``config`` over ``x`` (``[T, ...]``), from ``V = 0``.
+
+    The building block for layers: returns only the spike train. ``"quant"`` is stateless and
+    applies :func:`quantize_spike` elementwise.
+    """
+    if config.kind == "if":
+        return if_multistep(x, v_threshold=config.v_threshold, v_reset=config.v_reset,
+                            detach_reset=config.detach_reset, surrogate=config.surrogate)[0]
+    if config.kind == "lif":
+        return lif_multistep(x, tau=config.tau, decay_input=config.decay_input,
+                             v_threshold=config.v_threshold, v_reset=config.v_reset,
+                             detach_reset=config.detach_reset, surrogate=config.surrogate)[0]
+    if config.kind == "quant":
+        return quantize_spike(_check_floating(x))
+    raise ValueError(f"unknown neuron kind {config.kind!r}; choose 'if', 'lif' or 'quant'")
+
+
+# --------------------------------------------------------------------------- stateless quantizer
+@jax.custom_jvp
+def quantize_spike(v: Array) -> Array:
+    """T-RevSNN's stateless spike ``S = floor(clip(V, 0, 1) + 0.5)`` (threshold 0.5).
+
+    Backward: ``dS/dV = 1`` for ``0 <= V <= 1``, else 0 (straight-through on the clip window).
+    The same formula is used in training and evaluation (the reference's ``round`` at eval
+    sends ``V = 0.5`` to 0; here it is always 1).
+    """
+    return jnp.floor(jnp.clip(v, 0, 1) + 0.5)
+
+
+@quantize_spike.defjvp
+def _quantize_spike_jvp(primals, tangents):
+    (v,), (v_dot,) = primals, tangents
+    window = ((v >= 0) & (v <= 1)).astype(v.dtype)
+    return quantize_spike(v), window * v_dot
