@@ -1,0 +1,107 @@
+"""Pure training and evaluation steps over Flax NNX models.
+
+An NNX model is split once into a static graph definition and two pytrees:
+
+* ``params`` -- every :class:`flax.nnx.Param` (what the optimizer updates);
+* ``state``  -- everything else that changes (BatchNorm running statistics, RNG counters).
+
+The steps below are pure functions of ``(params, state, opt_state, batch)`` so they can be
+jitted, sharded, checkpointed with orbax and measured with :mod:`revsnn_jax.memory`. Training
+and evaluation use two graph definitions of the same model (``model.train()`` /
+``model.eval()``), which differ only in static flags such as BatchNorm's
+``use_running_average``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import optax
+from flax import nnx
+
+__all__ = ["ModelFns", "cross_entropy", "make_eval_step", "make_train_step", "split_model"]
+
+Batch = tuple[jax.Array, jax.Array]  # (inputs, labels); labels int [B] or soft targets [B, K]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFns:
+    """A model as pure functions: ``apply(params, state, x, train) -> (logits, new_state)``."""
+
+    train_graph: Any
+    eval_graph: Any
+
+    def apply(self, params: Any, state: Any, x: jax.Array, *, train: bool):
+        model = nnx.merge(self.train_graph if train else self.eval_graph, params, state)
+        logits = model(x)
+        return logits, nnx.state(model, nnx.Not(nnx.Param))
+
+
+def split_model(model: nnx.Module) -> tuple[ModelFns, Any, Any]:
+    """Split an NNX model into pure functions, its parameters and its other state."""
+    model.eval()
+    eval_graph = nnx.graphdef(model)
+    model.train()
+    train_graph, params, state = nnx.split(model, nnx.Param, ...)
+    return ModelFns(train_graph, eval_graph), params, state
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Mean softmax cross-entropy; ``labels`` are integer classes ``[B]`` or targets ``[B, K]``."""
+    num_classes = logits.shape[-1]
+    if labels.ndim == logits.ndim - 1:
+        targets = jax.nn.one_hot(labels, num_classes, dtype=logits.dtype)
+    else:
+        targets = labels.astype(logits.dtype)
+    if label_smoothing:
+        targets = optax.smooth_labels(targets, label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+def _accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    hard = labels if labels.ndim == logits.ndim - 1 else labels.argmax(-1)
+    return (logits.argmax(-1) == hard).mean()
+
+
+def make_train_step(
+    fns: ModelFns,
+    optimizer: optax.GradientTransformation,
+    *,
+    label_smoothing: float = 0.0,
+    loss_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+):
+    """``step(params, state, opt_state, x, y) -> (params, state, opt_state, metrics)``.
+
+    One full training step: forward, backward and optimizer update. ``metrics`` holds ``loss``
+    and ``accuracy`` (scalars). Not jitted here; wrap it in :func:`jax.jit` with the shardings
+    you need.
+    """
+    loss_of = loss_fn or (lambda logits, y: cross_entropy(logits, y, label_smoothing))
+
+    def objective(params, state, x, y):
+        logits, new_state = fns.apply(params, state, x, train=True)
+        return loss_of(logits, y), (logits, new_state)
+
+    def step(params, state, opt_state, x, y):
+        (loss, (logits, new_state)), grads = jax.value_and_grad(objective, has_aux=True)(
+            params, state, x, y)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics = {"loss": loss, "accuracy": _accuracy(logits, y)}
+        return params, new_state, opt_state, metrics
+
+    return step
+
+
+def make_eval_step(fns: ModelFns):
+    """``step(params, state, x, y) -> metrics`` with BatchNorm on running statistics."""
+
+    def step(params, state, x, y):
+        logits, _ = fns.apply(params, state, x, train=False)
+        return {"loss": cross_entropy(logits, y), "accuracy": _accuracy(logits, y),
+                "correct": (logits.argmax(-1) == y).sum()}
+
+    return step
