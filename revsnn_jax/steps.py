@@ -35,7 +35,8 @@ class ModelFns:
     eval_graph: Any
 
     def apply(self, params: Any, state: Any, x: jax.Array, *, train: bool):
-        model = nnx.merge(self.train_graph if train else self.eval_graph, params, state)
+        # copy=True: fresh Variables inside the trace (state leaves are Variables created outside)
+        model = nnx.merge(self.train_graph if train else self.eval_graph, params, state, copy=True)
         logits = model(x)
         return logits, nnx.state(model, nnx.Not(nnx.Param))
 
