@@ -24,6 +24,10 @@ T-RevSNN's stateless neuron (Hu et al., 2024) is :func:`quantize_spike`:
 ``S = floor(clip(V, 0, 1) + 0.5)`` with gradient 1 on ``[0, 1]`` and 0 elsewhere, the same formula
 in training and evaluation.
 
+Constants (``tau``, ``v_threshold``, ``v_reset``, PLIF's ``w``) are scalars or arrays that
+broadcast to one step's shape (e.g. one value per channel); they are cast to ``x``'s dtype, so a
+float32 input keeps a float32 state whatever the constants' dtype.
+
 Multi-step functions run ``jax.lax.scan`` over the leading axis: the compiled program has one
 loop body whatever ``T`` is (no unrolling). Weights are not applied inside the scan; apply them
 once to the merged ``[T * B, ...]`` input before calling a neuron.
