@@ -57,6 +57,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from revsnn_jax.nnx_utils import merge_fresh
+
 __all__ = [
     "MEMORY_MODES",
     "BlockFn",
@@ -279,7 +281,7 @@ def _as_block_fn(module: nnx.Module) -> tuple[BlockFn, PyTree, PyTree]:
 
     def fn(p, s, x, key):
         del key  # NNX modules keep their RNG streams in ``s``, which is replayed exactly
-        block = nnx.merge(graph, p, s, copy=True)
+        block = merge_fresh(graph, p, s)
         out = block(x)
         return out, nnx.state(block, nnx.Not(nnx.Param))
 

@@ -15,7 +15,6 @@ and evaluation use two graph definitions of the same model (``model.train()`` /
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -23,12 +22,9 @@ import jax
 import optax
 from flax import nnx
 
-__all__ = ["ModelFns", "cross_entropy", "make_eval_step", "make_train_step", "split_model"]
+from revsnn_jax.nnx_utils import merge_fresh
 
-# flax >= 0.11 keeps Variables inside State and needs nnx.merge(..., copy=True) for fresh ones;
-# flax 0.10 (the newest that Python 3.10 gets) stores VariableState, always builds fresh
-# Variables on merge and has no ``copy`` argument.
-_MERGE_COPY = {"copy": True} if "copy" in inspect.signature(nnx.merge).parameters else {}
+__all__ = ["ModelFns", "cross_entropy", "make_eval_step", "make_train_step", "split_model"]
 
 Batch = tuple[jax.Array, jax.Array]  # (inputs, labels); labels int [B] or soft targets [B, K]
 
@@ -41,9 +37,7 @@ class ModelFns:
     eval_graph: Any
 
     def apply(self, params: Any, state: Any, x: jax.Array, *, train: bool):
-        # copy=True: fresh Variables inside the trace (state leaves are Variables created outside)
-        model = nnx.merge(self.train_graph if train else self.eval_graph, params, state,
-                          **_MERGE_COPY)
+        model = merge_fresh(self.train_graph if train else self.eval_graph, params, state)
         logits = model(x)
         return logits, nnx.state(model, nnx.Not(nnx.Param))
 
