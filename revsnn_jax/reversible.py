@@ -272,7 +272,14 @@ def _stack_modules(make: Callable[[nnx.Rngs], nnx.Module], num_blocks: int,
     def create(block_rngs: nnx.Rngs) -> nnx.Module:
         return make(block_rngs)
 
-    return create(rngs)
+    stacked = create(rngs)
+    # flax 0.10 (Python 3.10) leaves RNG counters unstacked (scalars) under split_rngs; give
+    # every state leaf the leading block axis so the stage can scan over it.
+    state = nnx.state(stacked, nnx.Not(nnx.Param))
+    nnx.update(stacked, jax.tree.map(
+        lambda leaf: jnp.broadcast_to(leaf, (num_blocks, *jnp.shape(leaf)))
+        if jnp.ndim(leaf) == 0 else leaf, state))
+    return stacked
 
 
 def _as_block_fn(module: nnx.Module) -> tuple[BlockFn, PyTree, PyTree]:
