@@ -52,7 +52,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import chex
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -101,6 +100,39 @@ def _num_blocks(params: PyTree) -> int:
             f"of the same size; found leading sizes {sorted(map(str, sizes))}"
         )
     return sizes.pop()
+
+
+def _check_state(state: PyTree, num_blocks: int) -> None:
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        shape = jnp.shape(leaf)
+        if not shape or shape[0] != num_blocks:
+            raise ValueError(
+                f"every state leaf of a reversible stage must be stacked along a leading block "
+                f"axis of size {num_blocks} (the parameters' block count); state leaf "
+                f"{jax.tree_util.keystr(path)} has shape {shape}"
+            )
+
+
+def _checked_output(name: str, fn: BlockFn) -> BlockFn:
+    """``fn`` with a clear error when its output does not match its input half."""
+
+    def wrapped(p, s, x_half, key):
+        out, new_s = fn(p, s, x_half, key)
+        out = jnp.asarray(out)
+        if out.shape != x_half.shape:
+            raise ValueError(
+                f"{name} must map a channel half to the same shape: input {x_half.shape}, "
+                f"output {out.shape}"
+            )
+        if out.dtype != x_half.dtype:
+            raise TypeError(
+                f"{name} must return the dtype of its input half: input {x_half.dtype}, output "
+                f"{out.dtype} (cast inside {name}, e.g. `out.astype(x.dtype)`; for mixed "
+                f"precision keep the streams in float32 and compute {name} in bfloat16)"
+            )
+        return out, new_s
+
+    return wrapped
 
 
 def _block_keys(key: Any, num_blocks: int) -> tuple[Any, Any]:
@@ -228,8 +260,9 @@ def reversible_stage(
     num_blocks = _num_blocks(params)
     if state is None:
         state = (None, None)
-    elif jax.tree.leaves(state):
-        chex.assert_tree_shape_prefix(state, (num_blocks,))
+    else:
+        _check_state(state, num_blocks)
+    f, g = _checked_output("F", f), _checked_output("G", g)
     if memory_mode == "reversible":
         return _make_reversible(f, g)(params, state, x, key)
     return _scan_forward(f, g, params, state, x, key, checkpoint=memory_mode == "checkpoint")
@@ -247,9 +280,15 @@ def reversible_stage_inverse(
 
     ``state`` and ``key`` must be those the forward received.
     """
+    y = jnp.asarray(y)
+    _split_halves(y)
+    num_blocks = _num_blocks(params)
+    if state is not None:
+        _check_state(state, num_blocks)
+    f, g = _checked_output("F", f), _checked_output("G", g)
     pf, pg = params
     sf, sg = (None, None) if state is None else state
-    kf, kg = _block_keys(key, _num_blocks(params))
+    kf, kg = _block_keys(key, num_blocks)
 
     def body(carry, block):
         y1, y2 = carry
