@@ -44,7 +44,9 @@ Three memory modes with identical math, chosen by ``memory_mode``:
 * ``"none"`` -- plain autodiff, everything stored.
 
 :class:`ReversibleSequence` is the Flax NNX adapter: it builds stacked F/G sub-modules from
-factories and runs them through :func:`reversible_stage`.
+factories and runs them through :func:`reversible_stage`. :func:`check_reversible` checks a
+user's F/G (round trip of the inverse, gradients against plain autodiff) and returns a
+:class:`ReversibleReport`.
 """
 
 from __future__ import annotations
@@ -426,15 +428,15 @@ def check_reversible(
         rtol = _DEFAULT_RTOL.get(dtype, 1e-4)
     ct = jax.random.normal(jax.random.fold_in(jax.random.key(seed), 1), x.shape, x.dtype)
 
-    def loss(mode):
-        def fn(params, x):
-            y, _ = reversible_stage(f, g, params, state, x, key, memory_mode=mode)
-            return jnp.sum(y.astype(jnp.float32) * ct.astype(jnp.float32)).astype(x.dtype)
-
-        return fn
-
     @jax.jit
-    def measure(params, x):
+    def measure(params, state, x, key, ct):
+        def loss(mode):
+            def fn(params, x):
+                y, _ = reversible_stage(f, g, params, state, x, key, memory_mode=mode)
+                return jnp.sum(y.astype(jnp.float32) * ct.astype(jnp.float32)).astype(x.dtype)
+
+            return fn
+
         y, _ = reversible_stage(f, g, params, state, x, key, memory_mode="none")
         x_rec = reversible_stage_inverse(f, g, params, state, y, key)
         g_none = jax.grad(loss("none"), argnums=(0, 1))(params, x)
@@ -442,7 +444,7 @@ def check_reversible(
         diff = jax.tree.map(lambda a, b: a - b, g_rev, g_none)
         return x_rec - x, g_none, diff
 
-    rt_diff, (gp_ref, gx_ref), (gp_diff, gx_diff) = measure(params, x)
+    rt_diff, (gp_ref, gx_ref), (gp_diff, gx_diff) = measure(params, state, x, key, ct)
     roundtrip = _tree_max_abs(rt_diff)
     gp, gx = _tree_max_abs(gp_diff), _tree_max_abs(gx_diff)
     return ReversibleReport(
