@@ -152,7 +152,10 @@ def test_train_step_runs_and_updates():
 
 def test_reversible_memory_per_image_is_flat_in_depth_and_below_plain():
     """The RevSNN claim on a reduced config (compile only): memory per image of a reversible
-    stage does not grow with its blocks, while the plain twin and MS-ResNet grow."""
+    stage does not grow with its blocks and stays well below MS-ResNet's.
+
+    Both reversible stages have >= 2 blocks: on XLA:CPU a 1-block stage shows no saving (see
+    the README, "RevSResNet and MS-ResNet"), which would make a 1-block baseline meaningless."""
     common = dict(batch=2, time_steps=2, image_size=8)
 
     def per_image(name, mode, widths, blocks):
@@ -161,7 +164,7 @@ def test_reversible_memory_per_image_is_flat_in_depth_and_below_plain():
         return row["bytes_per_image"]
 
     # One stage: the stem and head are small, the stage dominates.
-    rev_shallow = per_image("revsresnet21", "reversible", (8,), (1,))
+    rev_shallow = per_image("revsresnet21", "reversible", (8,), (2,))
     rev_deep = per_image("revsresnet21", "reversible", (8,), (6,))
     ms_deep = per_image("msresnet34", "none", (16,), (6,))
     assert rev_deep <= 1.1 * rev_shallow
