@@ -27,10 +27,10 @@ def test_memory_command_writes_rows_with_exact_fields(tmp_path, capsys):
     plot = tmp_path / "mem.png"
     argv = ["memory", "--models", "revsresnet21", "--batch", "1", "--time-steps", "2",
             "--image-size", "8", "--num-classes", "5", "--widths", "2", "--blocks", "1",
-            "--memory-modes", "reversible,none", "--json", str(out), "--plot", str(plot)]
+            "--memory-modes", "reversible", "--json", str(out), "--plot", str(plot)]
     assert cli.main(argv) == 0
     rows = json.loads(out.read_text())
-    assert [r["memory_mode"] for r in rows] == ["reversible", "none"]
+    assert [r["memory_mode"] for r in rows] == ["reversible"]
     for r in rows:
         assert set(r) == FIELDS
         assert list(r) == list(benchmark.ROW_FIELDS)
@@ -46,6 +46,8 @@ def test_memory_command_writes_rows_with_exact_fields(tmp_path, capsys):
     assert "MiB/image" in capsys.readouterr().out
 
 
-def test_memory_command_rejects_unknown_model():
+def test_memory_command_rejects_unknown_model_and_mode():
     with pytest.raises(ValueError, match="unknown model"):
         cli.main(["memory", "--models", "resnet9000"])
+    with pytest.raises(ValueError, match="unknown memory mode"):
+        cli.main(["memory", "--models", "msresnet18", "--memory-modes", "revesible"])

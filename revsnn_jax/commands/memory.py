@@ -51,6 +51,12 @@ def run(args: argparse.Namespace) -> int:
     names = [n for n in args.models.split(",") if n]
     for name in names:
         get_info(name)  # fail early on a typo
+    all_modes = ("reversible", "checkpoint", "none")
+    requested = [m for m in (args.memory_modes or "").split(",") if m]
+    unknown = [m for m in requested if m not in all_modes]
+    if unknown:
+        raise ValueError(f"unknown memory mode(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(all_modes)}")
     model_kwargs = {}
     if args.widths:
         model_kwargs["widths"] = args.widths
@@ -62,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
         info = get_info(name)
         offered = ("reversible", "checkpoint", "none") if info.reversible else (
             "checkpoint", "none")
-        modes = (args.memory_modes.split(",") if args.memory_modes
-                 else benchmark.default_memory_modes(name))
+        modes = requested or benchmark.default_memory_modes(name)
         for mode in modes:
             if mode not in offered:
                 print(f"skipping {name} / {mode}: not offered by this model")
