@@ -24,6 +24,8 @@ from flax import nnx
 
 __all__ = ["ModelFns", "cross_entropy", "make_eval_step", "make_train_step", "split_model"]
 
+_STATE = nnx.All(nnx.Not(nnx.Param), nnx.Not(nnx.Intermediate))
+
 Batch = tuple[jax.Array, jax.Array]  # (inputs, labels); labels int [B] or soft targets [B, K]
 
 
@@ -38,11 +40,19 @@ class ModelFns:
         # copy=True: fresh Variables inside the trace (state leaves are Variables created outside)
         model = nnx.merge(self.train_graph if train else self.eval_graph, params, state, copy=True)
         logits = model(x)
-        return logits, nnx.state(model, nnx.Not(nnx.Param))
+        # values a module sows (nnx.Intermediate, e.g. firing rates) are not model state
+        return logits, nnx.state(model, _STATE)
+
+    def intermediates(self, params: Any, state: Any, x: jax.Array, *, train: bool = False):
+        """``(logits, sown)``: the forward pass and every ``nnx.Intermediate`` it recorded."""
+        model = nnx.merge(self.train_graph if train else self.eval_graph, params, state, copy=True)
+        logits = model(x)
+        return logits, nnx.state(model, nnx.Intermediate)
 
 
 def split_model(model: nnx.Module) -> tuple[ModelFns, Any, Any]:
     """Split an NNX model into pure functions, its parameters and its other state."""
+    nnx.pop(model, nnx.Intermediate)  # drop anything sown by earlier eager calls
     model.eval()
     eval_graph = nnx.graphdef(model)
     model.train()
