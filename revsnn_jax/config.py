@@ -103,9 +103,9 @@ def parse_value(name: str, value: Any) -> Any:
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), hint) if args else hint
     base = typing.get_origin(base) or base
+    if isinstance(value, str) and optional and value.strip().lower() in ("none", "null", "~", ""):
+        return None
     if isinstance(value, str) and base is not str:
-        if optional and value.strip().lower() in ("none", "null", "~", ""):
-            return None
         value = yaml.safe_load(value)
     if value is None:
         if optional:

@@ -44,6 +44,7 @@ Multi-host: each process reads its own interleaved slice of every global batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -105,11 +106,16 @@ class ArrayDataset:
 
 def load_digits(split: str = "train") -> ArrayDataset:
     """The bundled handwritten digits, ``split`` ``"train"`` (1,437) or ``"test"`` (360)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return _digits(split)
+
+
+@functools.lru_cache(maxsize=2)
+def _digits(split: str) -> ArrayDataset:
     from sklearn.datasets import load_digits as _sk_load_digits
     from sklearn.model_selection import train_test_split
 
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     digits = _sk_load_digits()
     images = (digits.images.astype(np.float32) / 16.0)[..., None]
     labels = digits.target.astype(np.int32)
@@ -117,6 +123,8 @@ def load_digits(split: str = "train") -> ArrayDataset:
         images, labels, test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED,
         stratify=labels,
     )
+    for a in (x_tr, x_te, y_tr, y_te):
+        a.setflags(write=False)  # cached and shared
     if split == "train":
         return ArrayDataset(x_tr, y_tr, 10, "digits/train")
     return ArrayDataset(x_te, y_te, 10, "digits/test")

@@ -37,17 +37,21 @@ class ModelFns:
     eval_graph: Any
 
     def apply(self, params: Any, state: Any, x: jax.Array, *, train: bool):
-        # copy=True: fresh Variables inside the trace (state leaves are Variables created outside)
-        model = nnx.merge(self.train_graph if train else self.eval_graph, params, state, copy=True)
-        logits = model(x)
-        # values a module sows (nnx.Intermediate, e.g. firing rates) are not model state
-        return logits, nnx.state(model, _STATE)
+        logits, _, new_state = self._run(params, state, x, train)
+        return logits, new_state
 
     def intermediates(self, params: Any, state: Any, x: jax.Array, *, train: bool = False):
-        """``(logits, sown)``: the forward pass and every ``nnx.Intermediate`` it recorded."""
+        """``(logits, sown)``: the forward pass and every ``nnx.Intermediate`` it recorded
+        (values modules ``sow``, e.g. ``firing_rate``)."""
+        logits, sown, _ = self._run(params, state, x, train)
+        return logits, sown
+
+    def _run(self, params: Any, state: Any, x: jax.Array, train: bool):
+        # copy=True: fresh Variables inside the trace (state leaves are Variables created outside)
         model = nnx.merge(self.train_graph if train else self.eval_graph, params, state, copy=True)
-        logits = model(x)
-        return logits, nnx.state(model, nnx.Intermediate)
+        # values a module sows (nnx.Intermediate) are captured, never part of the model state
+        logits, sown = nnx.capture(model, nnx.Intermediate)(x)
+        return logits, sown, nnx.state(model, _STATE)
 
 
 def split_model(model: nnx.Module) -> tuple[ModelFns, Any, Any]:

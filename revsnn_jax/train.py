@@ -47,7 +47,8 @@ from jax.sharding import PartitionSpec as P
 from revsnn_jax import data, models, steps
 from revsnn_jax.config import TrainConfig, from_dict
 
-__all__ = ["Trainer", "evaluate", "make_optimizer", "maybe_initialize_distributed", "train"]
+__all__ = ["Trainer", "evaluate", "make_optimizer", "maybe_initialize_distributed", "restore",
+           "train"]
 
 _ALLOWED_ON_RESUME = {
     "description", "steps", "epochs", "data_dir", "log_every", "eval_every", "checkpoint_every",
@@ -171,12 +172,13 @@ class Trainer:
 
     cfg: TrainConfig
     workdir: pathlib.Path | None = None
+    devices: list | None = None  # default: every device (jax.devices())
 
     def __post_init__(self) -> None:
         cfg = self.cfg
         self.spec = data.get_spec(cfg.dataset)
         self.info = models.get_info(cfg.model)  # unknown model: clear error here
-        self.devices = jax.devices()
+        self.devices = list(self.devices or jax.devices())
         n = len(self.devices)
         if cfg.batch_size < 1 or cfg.batch_size % n:
             raise _fail(
@@ -448,7 +450,7 @@ def _prepare_workdir(cfg: TrainConfig, workdir: pathlib.Path) -> TrainConfig:
 
 
 def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
-          max_steps_this_run: int | None = None) -> dict[str, Any]:
+          max_steps_this_run: int | None = None, devices: list | None = None) -> dict[str, Any]:
     """Train (or resume) ``cfg`` in ``workdir``; returns the summary also written to
     ``workdir/summary.json``:
 
@@ -463,13 +465,14 @@ def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True
     and the papers' ``peak_bytes_per_image`` (peak divided by the batch).
 
     ``max_steps_this_run`` stops early (for tests of resuming); the checkpoint is still saved.
+    ``devices`` restricts the mesh (default: every device of every process).
     """
     from tqdm import tqdm
 
     maybe_initialize_distributed()
     workdir = pathlib.Path(workdir)
     cfg = _prepare_workdir(cfg, workdir)
-    trainer = Trainer(cfg, workdir)
+    trainer = Trainer(cfg, workdir, devices)
     manager = _checkpoint_manager(workdir, cfg)
     iterator = trainer.train_iterator()
     start, train_seconds = 0, 0.0
@@ -570,9 +573,9 @@ def load_workdir_config(workdir: str | os.PathLike) -> TrainConfig:
     return from_dict(yaml.safe_load(path.read_text()) or {}, str(path))
 
 
-def evaluate(workdir: str | os.PathLike, overrides: dict[str, Any] | None = None,
-             step: int | None = None) -> dict[str, Any]:
-    """Score the latest (or ``step``'s) checkpoint in ``workdir`` on the test split."""
+def restore(workdir: str | os.PathLike, overrides: dict[str, Any] | None = None,
+            step: int | None = None, *, with_optimizer: bool = True) -> tuple[Trainer, int]:
+    """A :class:`Trainer` for ``workdir``'s run holding its latest (or ``step``'s) checkpoint."""
     maybe_initialize_distributed()
     workdir = pathlib.Path(workdir)
     cfg = load_workdir_config(workdir)
@@ -584,12 +587,19 @@ def evaluate(workdir: str | os.PathLike, overrides: dict[str, Any] | None = None
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}")
-        _restore(manager, trainer, step, with_optimizer=False)
+        _restore(manager, trainer, step, with_optimizer=with_optimizer)
     finally:
         manager.close()
-    result = {"model": cfg.model, "dataset": cfg.dataset, "step": step, **trainer.evaluate(),
-              "firing_rate": trainer.firing_rate()}
-    return result
+    return trainer, step
+
+
+def evaluate(workdir: str | os.PathLike, overrides: dict[str, Any] | None = None,
+             step: int | None = None) -> dict[str, Any]:
+    """Score the latest (or ``step``'s) checkpoint in ``workdir`` on the test split."""
+    trainer, step = restore(workdir, overrides, step, with_optimizer=False)
+    cfg = trainer.cfg
+    return {"model": cfg.model, "dataset": cfg.dataset, "step": step, **trainer.evaluate(),
+            "firing_rate": trainer.firing_rate()}
 
 
 @contextlib.contextmanager
