@@ -200,6 +200,9 @@ class Trainer:
                         "training examples")
         self.total_steps = cfg.steps or round(cfg.epochs * self.steps_per_epoch)
         self.num_classes = self.spec.num_classes
+        # one preprocessed example: [H, W, C], events [T, H, W, C]
+        self.example_shape = tuple(
+            data.make_augment(self.spec, train=False)(self.train_source[0])[0].shape)
         self.mesh = Mesh(np.asarray(self.devices), ("data",))
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
@@ -215,17 +218,30 @@ class Trainer:
         self._eval_step = self._build_eval_step()
 
     # ---------------------------------------------------------------- building
-    def build_model(self, memory_mode: str) -> nnx.Module:
+    def build_model(self, memory_mode: str, *, abstract: bool = False) -> nnx.Module:
+        """The configured model; ``abstract``: shapes only (nothing computed).
+
+        Parameters are initialised by one compiled program (eager initialisation would compile
+        every initializer for every parameter shape): the same values, much faster to build.
+        """
         overrides = dict(self.cfg.model_overrides)
         if self.info.family == "mlp":
-            overrides.setdefault("input_shape", self.spec.image_shape)
-        try:
+            overrides.setdefault("input_shape", self.example_shape[-3:])
+
+        def make():
             return models.create(self.cfg.model, num_classes=self.num_classes,
                                  time_steps=self.cfg.time_steps, memory_mode=memory_mode,
                                  rngs=nnx.Rngs(self.cfg.seed), **overrides)
+
+        try:
+            shapes = nnx.eval_shape(make)
         except TypeError as err:
             raise _fail(f"model {self.cfg.model!r} rejected model_overrides "
                         f"{self.cfg.model_overrides}: {err}") from err
+        if abstract:
+            return shapes
+        graphdef, _ = nnx.split(shapes)
+        return nnx.merge(graphdef, jax.jit(lambda: nnx.state(make()))())
 
     def _loss_step(self, fns: steps.ModelFns, optimizer):
         cfg, spec, k = self.cfg, self.spec, self.num_classes
@@ -313,12 +329,10 @@ class Trainer:
         """Compile-only memory per image of the train step: this model and its plain twin."""
         cfg = self.cfg
         batch = cfg.memory_batch or cfg.batch_size // len(self.devices)
-        shape = self.spec.image_shape
-        if self.spec.kind == "events":
-            shape = (cfg.time_steps, *shape)
+        shape = self.example_shape
 
         def measure(memory_mode: str):
-            model = self.build_model(memory_mode)
+            model = self.build_model(memory_mode, abstract=True)
             fns, params, state = steps.split_model(model)
             optimizer, _ = make_optimizer(cfg, self.steps_per_epoch, self.total_steps)
             abstract = jax.eval_shape(lambda: (params, state, optimizer.init(params)))
