@@ -42,6 +42,7 @@ class TrainConfig:
     eval_batch_size: int = 0  # 0: batch_size
     crop_padding: int | None = None  # None: the data set's recipe value (CIFAR 4)
     hflip: bool = True
+    input_channels: int = 0  # > 0: tile grey images to this many channels (RGB stems)
     mean: list | None = None  # None: the data set's recipe value
     std: list | None = None
     mixup_alpha: float = 0.0  # 0: no mixup

@@ -336,6 +336,7 @@ class _Augment:
     hflip: bool
     mean: np.ndarray
     std: np.ndarray
+    channels: int = 0  # > 0: tile a grey image to this many channels
 
     def __call__(self, example: tuple[np.ndarray, Any], rng: np.random.Generator | None = None):
         image, label = example
@@ -356,19 +357,28 @@ class _Augment:
             if self.hflip and rng.random() < 0.5:
                 image = image[..., ::-1, :]
         image = (image - self.mean) / self.std
+        if self.channels and image.shape[-1] != self.channels:
+            if image.shape[-1] != 1:
+                raise ValueError(f"cannot tile {image.shape[-1]} channels to {self.channels}")
+            image = np.repeat(image, self.channels, axis=-1)
         return np.ascontiguousarray(image, dtype=np.float32), np.int32(label)
 
 
 def make_augment(spec: DatasetSpec, *, train: bool, crop_padding: int | None = None,
                  hflip: bool = True, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None) -> _Augment:
-    """The per-example transform; ``None`` picks the data set's recipe default."""
+                 std: Sequence[float] | None = None, channels: int = 0) -> _Augment:
+    """The per-example transform; ``None`` picks the data set's recipe default.
+
+    ``channels > 0`` tiles grey images to that many channels (e.g. the digits for models with
+    an RGB stem).
+    """
     return _Augment(
         spec, train,
         spec.crop_padding if crop_padding is None else int(crop_padding),
         bool(hflip),
         np.asarray(spec.mean if mean is None else mean, np.float32),
         np.asarray(spec.std if std is None else std, np.float32),
+        int(channels),
     )
 
 

@@ -202,7 +202,8 @@ class Trainer:
         self.num_classes = self.spec.num_classes
         # one preprocessed example: [H, W, C], events [T, H, W, C]
         self.example_shape = tuple(
-            data.make_augment(self.spec, train=False)(self.train_source[0])[0].shape)
+            data.make_augment(self.spec, train=False, channels=cfg.input_channels)(
+                self.train_source[0])[0].shape)
         self.mesh = Mesh(np.asarray(self.devices), ("data",))
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
@@ -284,7 +285,8 @@ class Trainer:
     def train_iterator(self):
         cfg = self.cfg
         augment = data.make_augment(self.spec, train=True, crop_padding=cfg.crop_padding,
-                                    hflip=cfg.hflip, mean=cfg.mean, std=cfg.std)
+                                    hflip=cfg.hflip, mean=cfg.mean, std=cfg.std,
+                                    channels=cfg.input_channels)
         return data.make_train_iterator(self.train_source, self.spec, batch_size=cfg.batch_size,
                                         seed=cfg.seed, augment=augment,
                                         num_threads=cfg.num_threads, prefetch=cfg.prefetch)
@@ -296,7 +298,8 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Loss and accuracy over the whole test split (BatchNorm on running statistics)."""
         cfg = self.cfg
-        augment = data.make_augment(self.spec, train=False, mean=cfg.mean, std=cfg.std)
+        augment = data.make_augment(self.spec, train=False, mean=cfg.mean, std=cfg.std,
+                                    channels=cfg.input_channels)
         totals = None
         for x, y, mask in data.eval_batches(self.test_source, self.spec,
                                             batch_size=self.eval_batch_size, augment=augment,
@@ -311,7 +314,8 @@ class Trainer:
     def firing_rate(self) -> float | None:
         """Average firing rate of the spiking neurons on the first test batch (eval mode)."""
         cfg = self.cfg
-        augment = data.make_augment(self.spec, train=False, mean=cfg.mean, std=cfg.std)
+        augment = data.make_augment(self.spec, train=False, mean=cfg.mean, std=cfg.std,
+                                    channels=cfg.input_channels)
         x, _, _ = next(iter(data.eval_batches(self.test_source, self.spec,
                                               batch_size=self.eval_batch_size, augment=augment,
                                               num_threads=cfg.num_threads)))

@@ -32,6 +32,9 @@ def test_bundled_digits():
     assert np.bincount(te.labels).min() >= 35  # stratified
     d16 = data.load_source("digits16", "test")
     assert d16[0][0].shape == (16, 16, 1)
+    rgb = data.make_augment(data.get_spec("digits"), train=False, channels=3)(te[0])[0]
+    assert rgb.shape == (8, 8, 3)
+    np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])  # grey tiled for RGB stems
     with pytest.raises(ValueError, match="split must be"):
         data.load_digits("validation")
 
