@@ -110,14 +110,26 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, total_steps: int):
 
 
 # --------------------------------------------------------------------------- helpers
-def _mixup(x, y, key, cfg: TrainConfig, num_classes: int, step, off_step):
-    """Batch mixup (timm mode "batch"): mix with the reversed batch, soft targets."""
-    k_lam, k_apply = jax.random.split(key)
-    lam = jax.random.beta(k_lam, cfg.mixup_alpha, cfg.mixup_alpha).astype(x.dtype)
-    on = jax.random.uniform(k_apply) < cfg.mixup_prob
-    if off_step is not None:
-        on = on & (step < off_step)
-    lam = jnp.where(on, lam, jnp.ones_like(lam))
+def mixup_lambda(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The mixup weight of ``step`` (1.0: no mixing), a pure function of ``(seed, step)``.
+
+    Drawn on the host, as timm does, so a resumed run mixes exactly as an uninterrupted one:
+    ``lam ~ Beta(alpha, alpha)`` with probability ``mixup_prob``, never from
+    ``mixup_off_epoch`` on.
+    """
+    if cfg.mixup_alpha <= 0:
+        return 1.0
+    if cfg.mixup_off_epoch is not None and step >= round(cfg.mixup_off_epoch * steps_per_epoch):
+        return 1.0
+    rng = np.random.default_rng((cfg.seed, 0x6D6978, step))
+    if rng.random() >= cfg.mixup_prob:
+        return 1.0
+    return float(rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
+
+
+def _mixup(x, y, lam, num_classes: int):
+    """Batch mixup (timm mode "batch"): mix with the reversed batch; soft targets."""
+    lam = jnp.asarray(lam, x.dtype)
     targets = jax.nn.one_hot(y, num_classes, dtype=x.dtype)
     return lam * x + (1 - lam) * x[::-1], lam * targets + (1 - lam) * targets[::-1]
 
@@ -247,18 +259,11 @@ class Trainer:
     def _loss_step(self, fns: steps.ModelFns, optimizer):
         cfg, spec, k = self.cfg, self.spec, self.num_classes
         base = steps.make_train_step(fns, optimizer, label_smoothing=cfg.label_smoothing)
-        off_step = (None if cfg.mixup_off_epoch is None
-                    else round(cfg.mixup_off_epoch * self.steps_per_epoch))
 
-        def step(params, state, opt_state, x, y, step_index):
-            x = _time_major(x, spec)
-            if cfg.mixup_alpha > 0:
-                key = jax.random.fold_in(jax.random.key(cfg.seed + 2), step_index)
-                x_mix, y_mix = _mixup(jnp.swapaxes(x, 0, 1) if spec.kind == "events" else x,
-                                      y, key, cfg, k, step_index, off_step)
-                x = jnp.swapaxes(x_mix, 0, 1) if spec.kind == "events" else x_mix
-                y = y_mix
-            return base(params, state, opt_state, x, y)
+        def step(params, state, opt_state, x, y, lam):
+            if cfg.mixup_alpha > 0:  # on [B, ...] before events go time-major
+                x, y = _mixup(x, y, lam, k)
+            return base(params, state, opt_state, _time_major(x, spec), y)
 
         return step
 
@@ -345,7 +350,7 @@ class Trainer:
             def make_args(b):
                 return (*abstract, jax.ShapeDtypeStruct((b, *shape), jnp.float32),
                         jax.ShapeDtypeStruct((b,), jnp.int32),
-                        jax.ShapeDtypeStruct((), jnp.int32))
+                        jax.ShapeDtypeStruct((), jnp.float32))
 
             from revsnn_jax import memory
 
@@ -520,7 +525,8 @@ def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True
             x, y = next(iterator)
             xg, yg = trainer._global(x, y)
             trainer.params, trainer.state, trainer.opt_state, metrics = trainer._train_step(
-                trainer.params, trainer.state, trainer.opt_state, xg, yg, jnp.int32(step))
+                trainer.params, trainer.state, trainer.opt_state, xg, yg,
+                np.float32(mixup_lambda(cfg, step, trainer.steps_per_epoch)))
             window.append(metrics)
             step += 1
             n_window += 1

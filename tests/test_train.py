@@ -69,13 +69,17 @@ def test_few_steps_decrease_the_loss_and_write_everything(tmp_path):
 
 
 def test_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path):
-    # checkpoint_every 4, stop after 6 (mid-epoch, between checkpoints), resume to 10
-    cfg = small(steps=10, checkpoint_every=4, model_overrides={"hidden": [32, 16]})
+    # checkpoint_every 4, stop after 6 (mid-epoch, between checkpoints), resume to 10;
+    # with the transformer recipes' mixup and label smoothing, which must replay too
+    cfg = small(steps=10, checkpoint_every=4, keep_checkpoints=2, mixup_alpha=0.5,
+                label_smoothing=0.1, model_overrides={"hidden": [32, 16]})
     train.train(cfg, tmp_path / "a", progress=False)
     first = train.train(cfg, tmp_path / "b", progress=False, max_steps_this_run=6)
     assert first == {"steps": 6, "stopped_early": True}
     summary = train.train(cfg, tmp_path / "b", progress=False)
     assert summary["steps"] == 10
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()
+                  if p.name.isdigit()) == ["10", "8"]  # the last keep_checkpoints
     (ta, sa), (tb, sb) = train.restore(tmp_path / "a"), train.restore(tmp_path / "b")
     assert sa == sb == 10
     for name in ("params", "state", "opt_state"):
@@ -148,6 +152,29 @@ def test_every_experiment_config_loads():
     assert parse_value("weight_decay", "1e-4") == 1e-4
     assert parse_value("data_dir", "none") is None
     assert parse_value("hflip", "false") is False
+
+
+def test_recipe_schedules_and_mixup():
+    cfg = load_config("revsresnet21_cifar100")
+    _, schedule = train.make_optimizer(cfg, steps_per_epoch=10, total_steps=2000)
+    at = jax.numpy.array([0, 599, 600, 1199, 1200, 1600])
+    lrs = jax.jit(jax.vmap(schedule))(at)
+    np.testing.assert_allclose(lrs, [0.1, 0.1, 0.01, 0.01, 0.001, 0.0001], rtol=1e-5)
+    cosine = cfg.replace(optimizer="adamw", schedule="cosine", learning_rate=5e-4,
+                         warmup_epochs=2, warmup_lr=1e-5, min_lr=1e-5)
+    _, schedule = train.make_optimizer(cosine, steps_per_epoch=10, total_steps=100)
+    np.testing.assert_allclose(jax.jit(jax.vmap(schedule))(jax.numpy.array([0, 20, 100])),
+                               [1e-5, 5e-4, 1e-5], rtol=1e-4)
+    x = jax.numpy.arange(8, dtype=jax.numpy.float32).reshape(4, 2)
+    y = jax.numpy.array([0, 1, 2, 3])
+    mix = small(mixup_alpha=0.5, mixup_prob=1.0, mixup_off_epoch=1)
+    lams = [train.mixup_lambda(mix, s, steps_per_epoch=10) for s in range(12)]
+    assert lams == [train.mixup_lambda(mix, s, steps_per_epoch=10) for s in range(12)]
+    assert all(0.0 <= v < 1.0 for v in lams[:10]) and lams[10:] == [1.0, 1.0]  # off at epoch 1
+    assert train.mixup_lambda(small(), 0, 10) == 1.0
+    xm, ym = train._mixup(x, y, 0.25, 4)
+    np.testing.assert_allclose(xm, 0.25 * x + 0.75 * x[::-1], rtol=1e-6)
+    np.testing.assert_allclose(ym[0], [0.25, 0, 0, 0.75], rtol=1e-6)
 
 
 _MULTI = textwrap.dedent("""
