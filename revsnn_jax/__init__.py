@@ -10,8 +10,8 @@ activations in the backward pass instead of storing them. This package provides
 * :mod:`revsnn_jax.neuron_modules` -- thin Flax NNX shells over the neurons.
 """
 
-from revsnn_jax import neurons, surrogate
+from revsnn_jax import neuron_modules, neurons, surrogate
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "neurons", "surrogate"]
+__all__ = ["__version__", "neuron_modules", "neurons", "surrogate"]

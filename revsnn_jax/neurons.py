@@ -24,6 +24,10 @@ T-RevSNN's stateless neuron (Hu et al., 2024) is :func:`quantize_spike`:
 ``S = floor(clip(V, 0, 1) + 0.5)`` with gradient 1 on ``[0, 1]`` and 0 elsewhere, the same formula
 in training and evaluation.
 
+Constants (``tau``, ``v_threshold``, ``v_reset``, PLIF's ``w``) are scalars or arrays that
+broadcast to one step's shape (e.g. one value per channel); they are cast to ``x``'s dtype, so a
+float32 input keeps a float32 state whatever the constants' dtype.
+
 Multi-step functions run ``jax.lax.scan`` over the leading axis: the compiled program has one
 loop body whatever ``T`` is (no unrolling). Weights are not applied inside the scan; apply them
 once to the merged ``[T * B, ...]`` input before calling a neuron.
@@ -31,7 +35,6 @@ once to the merged ``[T * B, ...]`` input before calling a neuron.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -87,16 +90,47 @@ def _check_floating(x: ArrayLike, name: str = "x") -> Array:
     return jnp.asarray(x)
 
 
+def _concrete(value: ArrayLike) -> np.ndarray | None:
+    """``value`` as a numpy array when it is known at trace time, else None (a tracer)."""
+    try:
+        return np.asarray(value)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
 def _check_tau(tau: ArrayLike) -> None:
-    if isinstance(tau, numbers.Real) and not tau > 0:
-        raise ValueError(f"tau must be positive, got {tau}")
-    if isinstance(tau, (np.ndarray, np.generic)) and not np.all(np.asarray(tau) > 0):
+    concrete = _concrete(tau)
+    if concrete is not None and not np.all(concrete > 0):
         raise ValueError(f"tau must be positive, got {tau}")
 
 
 def _check_threshold(v_threshold: ArrayLike) -> None:
-    if isinstance(v_threshold, numbers.Real) and not np.isfinite(v_threshold):
+    concrete = _concrete(v_threshold)
+    if concrete is not None and not np.all(np.isfinite(concrete)):
         raise ValueError(f"v_threshold must be finite, got {v_threshold}")
+
+
+def _constant(value: ArrayLike, name: str, dtype: Any, step_shape: tuple[int, ...]) -> Array:
+    """A neuron constant (``tau``, ``v_threshold``, ``v_reset``, ``w``) in the input's dtype.
+
+    Casting matters: a numpy ``float64`` constant would otherwise promote a float32 membrane
+    potential to float64 (with ``jax_enable_x64``), which breaks the scan carry and silently
+    changes the single-step output dtype. The constant must broadcast to one step's shape
+    without enlarging it (a scalar or, e.g., one value per channel).
+    """
+    value = jnp.asarray(value)
+    if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)):
+        raise TypeError(f"{name} must be a real number or array, got dtype {value.dtype}")
+    try:
+        grown = np.broadcast_shapes(value.shape, step_shape) != tuple(step_shape)
+    except ValueError:
+        grown = True
+    if grown:
+        raise ValueError(
+            f"{name} has shape {value.shape}, which does not broadcast to the shape of one "
+            f"time step {tuple(step_shape)} (use a scalar or e.g. one value per channel)"
+        )
+    return value.astype(dtype)
 
 
 def _check_sequence(x: ArrayLike, v_init: ArrayLike | None) -> tuple[Array, Array]:
@@ -122,6 +156,40 @@ def _check_sequence(x: ArrayLike, v_init: ArrayLike | None) -> tuple[Array, Arra
             f"{step_shape} of x {x.shape}{hint}"
         )
     return x, jnp.broadcast_to(v_init, step_shape).astype(x.dtype)
+
+
+def _check_state(x: Array, v: ArrayLike) -> Array:
+    """The membrane potential of a single step, in ``x``'s dtype and broadcast to ``x``'s shape."""
+    v = _check_floating(v, "v")
+    if v.shape != x.shape:
+        try:
+            ok = np.broadcast_shapes(v.shape, x.shape) == x.shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"v has shape {v.shape}, expected the shape of x {x.shape} (one time step)"
+            )
+    return jnp.broadcast_to(v, x.shape).astype(x.dtype)
+
+
+def _reset_constants(
+    x: Array, step_shape: tuple[int, ...], v_threshold: ArrayLike, v_reset: ArrayLike | None
+) -> tuple[Array, Array | None]:
+    _check_threshold(v_threshold)
+    v_th = _constant(v_threshold, "v_threshold", x.dtype, step_shape)
+    if v_reset is None:
+        return v_th, None
+    return v_th, _constant(v_reset, "v_reset", x.dtype, step_shape)
+
+
+def _inv_tau(x: Array, step_shape: tuple[int, ...], tau: ArrayLike) -> Array:
+    _check_tau(tau)
+    return 1 / _constant(tau, "tau", x.dtype, step_shape)
+
+
+def _plif_inv_tau(x: Array, step_shape: tuple[int, ...], w: ArrayLike) -> Array:
+    return jax.nn.sigmoid(_constant(w, "w", x.dtype, step_shape))
 
 
 # --------------------------------------------------------------------------- one step
@@ -163,9 +231,10 @@ def if_step(
     Returns ``(spike, v_next)``, both shaped like ``x``.
     """
     x = _check_floating(x)
-    _check_threshold(v_threshold)
+    v = _check_state(x, v)
+    v_threshold, v_reset = _reset_constants(x, x.shape, v_threshold, v_reset)
     spike_fn = surrogate_lib.get(surrogate)
-    return _fire_and_reset(jnp.asarray(v, x.dtype) + x, v_threshold, v_reset, detach_reset, spike_fn)
+    return _fire_and_reset(v + x, v_threshold, v_reset, detach_reset, spike_fn)
 
 
 def lif_step(
@@ -184,10 +253,11 @@ def lif_step(
     Returns ``(spike, v_next)``, both shaped like ``x``.
     """
     x = _check_floating(x)
-    _check_tau(tau)
-    _check_threshold(v_threshold)
+    v = _check_state(x, v)
+    inv_tau = _inv_tau(x, x.shape, tau)
+    v_threshold, v_reset = _reset_constants(x, x.shape, v_threshold, v_reset)
     spike_fn = surrogate_lib.get(surrogate)
-    h = _lif_charge(x, jnp.asarray(v, x.dtype), 1.0 / tau, v_reset, decay_input)
+    h = _lif_charge(x, v, inv_tau, v_reset, decay_input)
     return _fire_and_reset(h, v_threshold, v_reset, detach_reset, spike_fn)
 
 
@@ -211,10 +281,11 @@ def plif_step(
 ) -> tuple[Array, Array]:
     """One step of the parametric LIF neuron, ``1 / tau = sigmoid(w)`` with ``w`` learnable."""
     x = _check_floating(x)
-    _check_threshold(v_threshold)
+    v = _check_state(x, v)
+    inv_tau = _plif_inv_tau(x, x.shape, w)
+    v_threshold, v_reset = _reset_constants(x, x.shape, v_threshold, v_reset)
     spike_fn = surrogate_lib.get(surrogate)
-    inv_tau = jax.nn.sigmoid(jnp.asarray(w, x.dtype))
-    h = _lif_charge(x, jnp.asarray(v, x.dtype), inv_tau, v_reset, decay_input)
+    h = _lif_charge(x, v, inv_tau, v_reset, decay_input)
     return _fire_and_reset(h, v_threshold, v_reset, detach_reset, spike_fn)
 
 
@@ -256,7 +327,7 @@ def if_multistep(
     ``v_trace[t]`` is the potential after step ``t``'s reset (SpikingJelly's ``v_seq``).
     """
     x, v0 = _check_sequence(x, v_init)
-    _check_threshold(v_threshold)
+    v_threshold, v_reset = _reset_constants(x, v0.shape, v_threshold, v_reset)
     spike_fn = surrogate_lib.get(surrogate)
     return _scan_neuron(lambda x_t, v: v + x_t, x, v0, v_threshold, v_reset, detach_reset,
                         spike_fn, return_trace)
@@ -279,10 +350,9 @@ def lif_multistep(
     Returns ``(spikes, final_v)``, or ``(spikes, final_v, v_trace)`` with ``return_trace=True``.
     """
     x, v0 = _check_sequence(x, v_init)
-    _check_tau(tau)
-    _check_threshold(v_threshold)
+    inv_tau = _inv_tau(x, v0.shape, tau)
+    v_threshold, v_reset = _reset_constants(x, v0.shape, v_threshold, v_reset)
     spike_fn = surrogate_lib.get(surrogate)
-    inv_tau = 1.0 / tau
     return _scan_neuron(lambda x_t, v: _lif_charge(x_t, v, inv_tau, v_reset, decay_input),
                         x, v0, v_threshold, v_reset, detach_reset, spike_fn, return_trace)
 
@@ -305,9 +375,9 @@ def plif_multistep(
     :func:`plif_w_from_tau` converts an initial ``tau``. Returns as :func:`lif_multistep`.
     """
     x, v0 = _check_sequence(x, v_init)
-    _check_threshold(v_threshold)
+    inv_tau = _plif_inv_tau(x, v0.shape, w)
+    v_threshold, v_reset = _reset_constants(x, v0.shape, v_threshold, v_reset)
     spike_fn = surrogate_lib.get(surrogate)
-    inv_tau = jax.nn.sigmoid(jnp.asarray(w, x.dtype))
     return _scan_neuron(lambda x_t, v: _lif_charge(x_t, v, inv_tau, v_reset, decay_input),
                         x, v0, v_threshold, v_reset, detach_reset, spike_fn, return_trace)
 
@@ -326,24 +396,28 @@ def neuron_multistep(x: ArrayLike, config: NeuronConfig) -> Array:
                              v_threshold=config.v_threshold, v_reset=config.v_reset,
                              detach_reset=config.detach_reset, surrogate=config.surrogate)[0]
     if config.kind == "quant":
-        return quantize_spike(_check_floating(x))
+        return quantize_spike(x)
     raise ValueError(f"unknown neuron kind {config.kind!r}; choose 'if', 'lif' or 'quant'")
 
 
 # --------------------------------------------------------------------------- stateless quantizer
-@jax.custom_jvp
-def quantize_spike(v: Array) -> Array:
+def quantize_spike(v: ArrayLike) -> Array:
     """T-RevSNN's stateless spike ``S = floor(clip(V, 0, 1) + 0.5)`` (threshold 0.5).
 
     Backward: ``dS/dV = 1`` for ``0 <= V <= 1``, else 0 (straight-through on the clip window).
     The same formula is used in training and evaluation (the reference's ``round`` at eval
-    sends ``V = 0.5`` to 0; here it is always 1).
+    sends ``V = 0.5`` to 0; here it is always 1). Elementwise, any shape, floating input.
     """
+    return _quantize_spike(_check_floating(v, "v"))
+
+
+@jax.custom_jvp
+def _quantize_spike(v: Array) -> Array:
     return jnp.floor(jnp.clip(v, 0, 1) + 0.5)
 
 
-@quantize_spike.defjvp
+@_quantize_spike.defjvp
 def _quantize_spike_jvp(primals, tangents):
     (v,), (v_dot,) = primals, tangents
     window = ((v >= 0) & (v <= 1)).astype(v.dtype)
-    return quantize_spike(v), window * v_dot
+    return _quantize_spike(v), window * v_dot

@@ -57,6 +57,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from revsnn_jax.nnx_utils import merge_fresh
+
 __all__ = [
     "MEMORY_MODES",
     "BlockFn",
@@ -270,7 +272,14 @@ def _stack_modules(make: Callable[[nnx.Rngs], nnx.Module], num_blocks: int,
     def create(block_rngs: nnx.Rngs) -> nnx.Module:
         return make(block_rngs)
 
-    return create(rngs)
+    stacked = create(rngs)
+    # flax 0.10 (Python 3.10) leaves RNG counters unstacked (scalars) under split_rngs; give
+    # every state leaf the leading block axis so the stage can scan over it.
+    state = nnx.state(stacked, nnx.Not(nnx.Param))
+    nnx.update(stacked, jax.tree.map(
+        lambda leaf: jnp.broadcast_to(leaf, (num_blocks, *jnp.shape(leaf)))
+        if jnp.ndim(leaf) == 0 else leaf, state))
+    return stacked
 
 
 def _as_block_fn(module: nnx.Module) -> tuple[BlockFn, PyTree, PyTree]:
@@ -279,7 +288,7 @@ def _as_block_fn(module: nnx.Module) -> tuple[BlockFn, PyTree, PyTree]:
 
     def fn(p, s, x, key):
         del key  # NNX modules keep their RNG streams in ``s``, which is replayed exactly
-        block = nnx.merge(graph, p, s, copy=True)
+        block = merge_fresh(graph, p, s)
         out = block(x)
         return out, nnx.state(block, nnx.Not(nnx.Param))
 

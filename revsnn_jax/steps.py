@@ -22,6 +22,8 @@ import jax
 import optax
 from flax import nnx
 
+from revsnn_jax.nnx_utils import merge_fresh
+
 __all__ = ["ModelFns", "cross_entropy", "make_eval_step", "make_train_step", "split_model"]
 
 _STATE = nnx.All(nnx.Not(nnx.Param), nnx.Not(nnx.Intermediate))
@@ -47,10 +49,13 @@ class ModelFns:
         return logits, sown
 
     def _run(self, params: Any, state: Any, x: jax.Array, train: bool):
-        # copy=True: fresh Variables inside the trace (state leaves are Variables created outside)
-        model = nnx.merge(self.train_graph if train else self.eval_graph, params, state, copy=True)
+        model = merge_fresh(self.train_graph if train else self.eval_graph, params, state)
         # values a module sows (nnx.Intermediate) are captured, never part of the model state
-        logits, sown = nnx.capture(model, nnx.Intermediate)(x)
+        if hasattr(nnx, "capture"):  # flax >= 0.12
+            logits, sown = nnx.capture(model, nnx.Intermediate)(x)
+        else:  # flax 0.10/0.11: sow stores on the module; take the values out again
+            logits = model(x)
+            sown = nnx.pop(model, nnx.Intermediate)
         return logits, sown, nnx.state(model, _STATE)
 
 

@@ -148,17 +148,29 @@ def _firing_rate(sown: Any) -> jax.Array | None:
     return jnp.mean(jnp.stack(values)) if values else None
 
 
+def _pure_dict(state: Any) -> Any:
+    # flax >= 0.11: nnx.to_pure_dict; flax 0.10: State.to_pure_dict
+    return nnx.to_pure_dict(state) if hasattr(nnx, "to_pure_dict") else state.to_pure_dict()
+
+
+def _replace_by_pure_dict(state: Any, pure: Any) -> None:
+    if hasattr(nnx, "replace_by_pure_dict"):
+        nnx.replace_by_pure_dict(state, pure)
+    else:
+        state.replace_by_pure_dict(pure)
+
+
 def _to_saveable(tree: Any) -> Any:
     def conv(leaf):
         if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             return jax.random.key_data(leaf)
         return leaf
-    return jax.tree.map(conv, nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree)
+    return jax.tree.map(conv, _pure_dict(tree) if isinstance(tree, nnx.State) else tree)
 
 
 def _from_saved(template: Any, saved: Any) -> Any:
     """Put ``saved`` (pure arrays) back into ``template``'s structure (keys re-wrapped)."""
-    pure_template = nnx.to_pure_dict(template) if isinstance(template, nnx.State) else template
+    pure_template = _pure_dict(template) if isinstance(template, nnx.State) else template
 
     def back(t, s):
         if isinstance(t, jax.Array) and jnp.issubdtype(t.dtype, jax.dtypes.prng_key):
@@ -168,7 +180,7 @@ def _from_saved(template: Any, saved: Any) -> Any:
     restored = jax.tree.map(back, pure_template, saved)
     if isinstance(template, nnx.State):
         template = jax.tree.map(lambda v: v, template)  # a copy
-        nnx.replace_by_pure_dict(template, restored)
+        _replace_by_pure_dict(template, restored)
         return template
     return restored
 

@@ -26,6 +26,8 @@ from revsnn_jax.models.registry import register
 
 __all__ = ["SpikingLayer", "SpikingMLP"]
 
+_List = getattr(nnx, "List", list)  # flax >= 0.12 wants nnx.List for lists of modules
+
 
 class SpikingLayer(nnx.Module):
     """``Linear -> BatchNorm? -> LIF`` on time-major ``[T, B, D]`` (or a static ``[B, D]``)."""
@@ -73,7 +75,7 @@ class SpikingMLP(nnx.Module):
         self.time_steps = time_steps
         self.memory_mode = memory_mode
         dims = [d_in, *hidden]
-        self.layers = nnx.List([
+        self.layers = _List([
             SpikingLayer(a, b, time_steps=time_steps, tau=tau, bn=bn, surrogate=surrogate,
                          dtype=dtype, rngs=rngs)
             for a, b in itertools.pairwise(dims)
