@@ -161,21 +161,31 @@ def _replace_by_pure_dict(state: Any, pure: Any) -> None:
 
 
 def _to_saveable(tree: Any) -> Any:
+    """Host NumPy copies of a replicated pytree (PRNG keys as their raw data).
+
+    Checkpoints hold plain arrays, one replica (every device holds the same values), so saving
+    and restoring need no sharding support from orbax and work for any device count.
+    """
     def conv(leaf):
-        if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-            return jax.random.key_data(leaf)
-        return leaf
+        if isinstance(leaf, jax.Array):
+            if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+                leaf = jax.random.key_data(leaf)
+            return np.asarray(leaf.addressable_data(0))
+        return np.asarray(leaf)
     return jax.tree.map(conv, _pure_dict(tree) if isinstance(tree, nnx.State) else tree)
 
 
-def _from_saved(template: Any, saved: Any) -> Any:
-    """Put ``saved`` (pure arrays) back into ``template``'s structure (keys re-wrapped)."""
+def _from_saved(template: Any, saved: Any, sharding: NamedSharding) -> Any:
+    """Put ``saved`` (host arrays) back into ``template``'s structure, replicated by
+    ``sharding`` (PRNG keys re-wrapped)."""
     pure_template = _pure_dict(template) if isinstance(template, nnx.State) else template
 
     def back(t, s):
+        s = np.asarray(s)
+        arr = jax.make_array_from_callback(s.shape, sharding, lambda index: s[index])
         if isinstance(t, jax.Array) and jnp.issubdtype(t.dtype, jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(s, impl=jax.random.key_impl(t))
-        return s
+            return jax.random.wrap_key_data(arr, impl=jax.random.key_impl(t))
+        return arr
 
     restored = jax.tree.map(back, pure_template, saved)
     if isinstance(template, nnx.State):
@@ -409,20 +419,16 @@ def _save(manager, trainer: Trainer, step: int, iterator, train_seconds: float) 
 def _restore(manager, trainer: Trainer, step: int, *, with_optimizer: bool = True):
     import orbax.checkpoint as ocp
 
-    def abstract(tree):
-        return jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=trainer.replicated),
-            _to_saveable(tree))
-
-    target = {"params": abstract(trainer.params), "state": abstract(trainer.state),
-              "opt_state": abstract(trainer.opt_state)}
+    target = {"params": _to_saveable(trainer.params), "state": _to_saveable(trainer.state),
+              "opt_state": _to_saveable(trainer.opt_state)}
     restored = manager.restore(step, args=ocp.args.Composite(
         model=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
     model, meta = restored["model"], restored["meta"]
-    trainer.params = _from_saved(trainer.params, model["params"])
-    trainer.state = _from_saved(trainer.state, model["state"])
+    trainer.params = _from_saved(trainer.params, model["params"], trainer.replicated)
+    trainer.state = _from_saved(trainer.state, model["state"], trainer.replicated)
     if with_optimizer:
-        trainer.opt_state = _from_saved(trainer.opt_state, model["opt_state"])
+        trainer.opt_state = _from_saved(trainer.opt_state, model["opt_state"],
+                                        trainer.replicated)
     return meta
 
 

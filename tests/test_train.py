@@ -194,6 +194,8 @@ _MULTI = textwrap.dedent("""
         summary = train.train(cfg, f"{sys.argv[2]}/d{n}", progress=False,
                               devices=jax.devices()[:n])
         assert summary["devices"] == n, summary
+    trainer, step = train.restore(f"{sys.argv[2]}/d4")  # restore onto the 4-device mesh
+    assert step == 8 and len(trainer.devices) == 4
 """)
 
 
@@ -201,7 +203,8 @@ def test_one_and_four_devices_give_the_same_loss_curve(tmp_path):
     """Data parallel over 4 (forced host) devices: the loss curve of 1 device, to rounding."""
     cfg = dict(SMALL, steps=8, model_overrides={"hidden": [32, 32]})
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+               JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
     proc = subprocess.run([sys.executable, "-c", _MULTI, json.dumps(cfg), str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
