@@ -94,7 +94,7 @@ def test_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path):
 
 def test_cli_train_then_eval(tmp_path, capsys):
     workdir = str(tmp_path / "run")
-    rc = cli.main(["train", "--config", "default", "--workdir", workdir, "--steps", "5",
+    rc = cli.main(["train", "--config", "digits_mlp", "--workdir", workdir, "--steps", "5",
                    "--batch-size", "16", "--model-overrides", "{hidden: [16]}",
                    "--memory-mode", "none", "--measure-memory", "false", "--no-progress"])
     assert rc == 0
@@ -139,7 +139,7 @@ def test_bad_configs_fail_fast_with_clear_messages(tmp_path, capsys):
 
 def test_every_experiment_config_loads():
     names = list_configs()
-    for name in ("default", "revsresnet21_cifar10", "revsresnet37_cifar100",
+    for name in ("default", "digits_mlp", "digits_revsresnet37", "revsresnet21_cifar10", "revsresnet37_cifar100",
                  "msresnet18_cifar10", "msresnet34_cifar100"):
         assert name in names
     for name in names:
