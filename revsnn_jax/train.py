@@ -484,10 +484,13 @@ def _prepare_workdir(cfg: TrainConfig, workdir: pathlib.Path) -> TrainConfig:
                 f"differ: e.g. {clash[0]} = {saved.to_dict()[clash[0]]!r} there, "
                 f"{cfg.to_dict()[clash[0]]!r} now); use a new --workdir, or pass the same "
                 f"settings (only {', '.join(sorted(_ALLOWED_ON_RESUME))} may change on resume)")
+    return cfg
+
+
+def _write_config(cfg: TrainConfig, workdir: pathlib.Path) -> None:
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
-        saved_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    return cfg
+        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
@@ -513,7 +516,8 @@ def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True
     maybe_initialize_distributed()
     workdir = pathlib.Path(workdir)
     cfg = _prepare_workdir(cfg, workdir)
-    trainer = Trainer(cfg, workdir, devices)
+    trainer = Trainer(cfg, workdir, devices)  # validates: nothing is written for a bad config
+    _write_config(cfg, workdir)
     manager = _checkpoint_manager(workdir, cfg)
     iterator = trainer.train_iterator()
     start, train_seconds = 0, 0.0

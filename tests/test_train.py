@@ -128,6 +128,7 @@ def test_bad_configs_fail_fast_with_clear_messages(tmp_path, capsys):
     rc = cli.main(["train", "--config", "default", "--workdir", str(tmp_path / "x"),
                    "--model", "nope"])
     assert rc == 2 and "unknown model 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # a rejected config leaves no work directory
     with pytest.raises(SystemExit):
         cli.main(["train", "--config", "default", "--workdir", str(tmp_path / "x"),
                   "--no-such-field", "1"])
