@@ -25,8 +25,8 @@ from typing import Any
 
 import jax
 
-__all__ = ["CompiledMemory", "PerExampleMemory", "compiled_memory", "device_peak_bytes",
-           "per_example_memory"]
+__all__ = ["CompiledMemory", "PerExampleMemory", "analyse_compiled", "compiled_memory",
+           "device_peak_bytes", "per_example_memory"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +65,12 @@ def compiled_memory(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Compil
     once, not once per iteration.
     """
     jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
-    compiled = jitted.lower(*args, **kwargs).compile()
+    return analyse_compiled(jitted.lower(*args, **kwargs).compile())
+
+
+def analyse_compiled(compiled: Any) -> CompiledMemory:
+    """XLA's memory plan and FLOP count of an already compiled executable
+    (``jax.jit(fn).lower(...).compile()``), e.g. one that is also run and timed."""
     analysis = compiled.memory_analysis()
     if analysis is None:  # pragma: no cover - backend without memory analysis
         raise RuntimeError(

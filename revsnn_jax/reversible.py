@@ -44,15 +44,17 @@ Three memory modes with identical math, chosen by ``memory_mode``:
 * ``"none"`` -- plain autodiff, everything stored.
 
 :class:`ReversibleSequence` is the Flax NNX adapter: it builds stacked F/G sub-modules from
-factories and runs them through :func:`reversible_stage`.
+factories and runs them through :func:`reversible_stage`. :func:`check_reversible` checks a
+user's F/G (round trip of the inverse, gradients against plain autodiff) and returns a
+:class:`ReversibleReport`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import chex
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -62,7 +64,9 @@ from revsnn_jax.nnx_utils import merge_fresh
 __all__ = [
     "MEMORY_MODES",
     "BlockFn",
+    "ReversibleReport",
     "ReversibleSequence",
+    "check_reversible",
     "reversible_stage",
     "reversible_stage_inverse",
 ]
@@ -103,6 +107,39 @@ def _num_blocks(params: PyTree) -> int:
             f"of the same size; found leading sizes {sorted(map(str, sizes))}"
         )
     return sizes.pop()
+
+
+def _check_state(state: PyTree, num_blocks: int) -> None:
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        shape = jnp.shape(leaf)
+        if not shape or shape[0] != num_blocks:
+            raise ValueError(
+                f"every state leaf of a reversible stage must be stacked along a leading block "
+                f"axis of size {num_blocks} (the parameters' block count); state leaf "
+                f"{jax.tree_util.keystr(path)} has shape {shape}"
+            )
+
+
+def _checked_output(name: str, fn: BlockFn) -> BlockFn:
+    """``fn`` with a clear error when its output does not match its input half."""
+
+    def wrapped(p, s, x_half, key):
+        out, new_s = fn(p, s, x_half, key)
+        out = jnp.asarray(out)
+        if out.shape != x_half.shape:
+            raise ValueError(
+                f"{name} must map a channel half to the same shape: input {x_half.shape}, "
+                f"output {out.shape}"
+            )
+        if out.dtype != x_half.dtype:
+            raise TypeError(
+                f"{name} must return the dtype of its input half: input {x_half.dtype}, output "
+                f"{out.dtype} (cast inside {name}, e.g. `out.astype(x.dtype)`; for mixed "
+                f"precision keep the streams in float32 and compute {name} in bfloat16)"
+            )
+        return out, new_s
+
+    return wrapped
 
 
 def _block_keys(key: Any, num_blocks: int) -> tuple[Any, Any]:
@@ -230,8 +267,9 @@ def reversible_stage(
     num_blocks = _num_blocks(params)
     if state is None:
         state = (None, None)
-    elif jax.tree.leaves(state):
-        chex.assert_tree_shape_prefix(state, (num_blocks,))
+    else:
+        _check_state(state, num_blocks)
+    f, g = _checked_output("F", f), _checked_output("G", g)
     if memory_mode == "reversible":
         return _make_reversible(f, g)(params, state, x, key)
     return _scan_forward(f, g, params, state, x, key, checkpoint=memory_mode == "checkpoint")
@@ -249,9 +287,15 @@ def reversible_stage_inverse(
 
     ``state`` and ``key`` must be those the forward received.
     """
+    y = jnp.asarray(y)
+    _split_halves(y)
+    num_blocks = _num_blocks(params)
+    if state is not None:
+        _check_state(state, num_blocks)
+    f, g = _checked_output("F", f), _checked_output("G", g)
     pf, pg = params
     sf, sg = (None, None) if state is None else state
-    kf, kg = _block_keys(key, _num_blocks(params))
+    kf, kg = _block_keys(key, num_blocks)
 
     def body(carry, block):
         y1, y2 = carry
@@ -262,6 +306,162 @@ def reversible_stage_inverse(
 
     (x1, x2), _ = jax.lax.scan(body, _split_halves(y), (pf, pg, sf, sg, kf, kg), reverse=True)
     return jnp.concatenate([x1, x2], axis=-1)
+
+
+# --------------------------------------------------------------------------- checker
+_DEFAULT_RTOL = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReversibleReport:
+    """What :func:`check_reversible` measured. Errors are max-abs differences; ``*_rel`` divide
+    them by the largest entry of the reference (``x`` for the round trip, plain autodiff's
+    gradients for the gradients)."""
+
+    dtype: str
+    num_blocks: int
+    input_shape: tuple[int, ...]
+    roundtrip_max_abs: float
+    roundtrip_rel: float
+    grad_params_max_abs: float
+    grad_params_rel: float
+    grad_input_max_abs: float
+    grad_input_rel: float
+    rtol: float
+    atol: float
+
+    def _ok(self, max_abs: float, rel: float) -> bool:
+        if not (max_abs == max_abs and rel == rel):  # NaN
+            return False
+        scale = max_abs / rel if rel else 0.0
+        return max_abs <= self.atol + self.rtol * scale
+
+    @property
+    def roundtrip_ok(self) -> bool:
+        return self._ok(self.roundtrip_max_abs, self.roundtrip_rel)
+
+    @property
+    def grad_params_ok(self) -> bool:
+        return self._ok(self.grad_params_max_abs, self.grad_params_rel)
+
+    @property
+    def grad_input_ok(self) -> bool:
+        return self._ok(self.grad_input_max_abs, self.grad_input_rel)
+
+    @property
+    def passed(self) -> bool:
+        return self.roundtrip_ok and self.grad_params_ok and self.grad_input_ok
+
+    def __str__(self) -> str:
+        rows = [
+            ("inverse round trip", self.roundtrip_max_abs, self.roundtrip_rel, self.roundtrip_ok),
+            ("grad params (rev vs none)", self.grad_params_max_abs, self.grad_params_rel,
+             self.grad_params_ok),
+            ("grad input (rev vs none)", self.grad_input_max_abs, self.grad_input_rel,
+             self.grad_input_ok),
+        ]
+        lines = [
+            f"check_reversible: {self.num_blocks} blocks, x {self.dtype}{list(self.input_shape)}, "
+            f"rtol {self.rtol:.0e}, atol {self.atol:.0e}",
+            f"  {'check':<27}{'max abs':>11}{'relative':>11}  result",
+        ]
+        lines += [f"  {name:<27}{err:>11.2e}{rel:>11.2e}  {'ok' if ok else 'FAIL'}"
+                  for name, err, rel, ok in rows]
+        lines.append(f"  {'PASSED' if self.passed else 'FAILED'}")
+        return "\n".join(lines)
+
+
+def _tree_max_abs(tree: PyTree) -> float:
+    leaves = [jnp.max(jnp.abs(leaf.astype(jnp.float32))) for leaf in jax.tree.leaves(tree)
+              if leaf.size]
+    return float(jnp.max(jnp.stack(leaves))) if leaves else 0.0
+
+
+def _rel(err: float, scale: float) -> float:
+    return err / scale if scale else (0.0 if err == 0 else float("inf"))
+
+
+def check_reversible(
+    f: BlockFn,
+    g: BlockFn,
+    params: tuple[PyTree, PyTree],
+    state: tuple[PyTree, PyTree] | None,
+    x: jax.Array | jax.ShapeDtypeStruct,
+    key: Any = None,
+    *,
+    rtol: float | None = None,
+    atol: float = 0.0,
+    seed: int = 0,
+) -> ReversibleReport:
+    """Check that your ``F``/``G`` are safe to run under ``memory_mode="reversible"``.
+
+    Measures, on ``x`` (or on a standard normal input when ``x`` is a
+    :class:`jax.ShapeDtypeStruct`), under :func:`jax.jit`:
+
+    * the round trip: ``reversible_stage_inverse(reversible_stage(x)) - x``;
+    * gradients of ``sum(y * ct)`` (``ct`` a fixed random cotangent) for the parameters and the
+      input, ``memory_mode="reversible"`` against plain autodiff (``"none"``).
+
+    Each check passes when ``max_abs <= atol + rtol * max|reference|``. ``rtol`` defaults by
+    dtype: 1e-9 (float64), 1e-4 (float32), 1e-2 (float16), 5e-2 (bfloat16). The arguments are
+    those of :func:`reversible_stage`. What breaks a check: ``F``/``G`` that are not pure
+    functions of ``(params, state, x, key)`` (hidden RNG, Python-side counters, reading mutable
+    globals), outputs so much larger than the stream that ``(x + F) - F`` loses ``x``'s digits,
+    or low-precision coupling streams (keep them float32 under mixed precision).
+
+    Example::
+
+        report = check_reversible(f, g, params, None, jax.ShapeDtypeStruct((4, 8, 32), jnp.float32))
+        print(report)           # a small table; report.passed is a bool
+        assert report.passed
+
+    Returns:
+      A :class:`ReversibleReport`; ``str(report)`` is a readable table.
+    """
+    if isinstance(x, jax.ShapeDtypeStruct):
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(f"x must be floating, got dtype {x.dtype}")
+        x = jax.random.normal(jax.random.key(seed), x.shape, x.dtype)
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"x must be floating, got dtype {x.dtype}")
+    dtype = jnp.dtype(x.dtype).name
+    if rtol is None:
+        rtol = _DEFAULT_RTOL.get(dtype, 1e-4)
+    ct = jax.random.normal(jax.random.fold_in(jax.random.key(seed), 1), x.shape, x.dtype)
+
+    @jax.jit
+    def measure(params, state, x, key, ct):
+        def loss(mode):
+            def fn(params, x):
+                y, _ = reversible_stage(f, g, params, state, x, key, memory_mode=mode)
+                return jnp.sum(y.astype(jnp.float32) * ct.astype(jnp.float32)).astype(x.dtype)
+
+            return fn
+
+        y, _ = reversible_stage(f, g, params, state, x, key, memory_mode="none")
+        x_rec = reversible_stage_inverse(f, g, params, state, y, key)
+        g_none = jax.grad(loss("none"), argnums=(0, 1))(params, x)
+        g_rev = jax.grad(loss("reversible"), argnums=(0, 1))(params, x)
+        diff = jax.tree.map(lambda a, b: a - b, g_rev, g_none)
+        return x_rec - x, g_none, diff
+
+    rt_diff, (gp_ref, gx_ref), (gp_diff, gx_diff) = measure(params, state, x, key, ct)
+    roundtrip = _tree_max_abs(rt_diff)
+    gp, gx = _tree_max_abs(gp_diff), _tree_max_abs(gx_diff)
+    return ReversibleReport(
+        dtype=dtype,
+        num_blocks=_num_blocks(params),
+        input_shape=tuple(x.shape),
+        roundtrip_max_abs=roundtrip,
+        roundtrip_rel=_rel(roundtrip, _tree_max_abs(x)),
+        grad_params_max_abs=gp,
+        grad_params_rel=_rel(gp, _tree_max_abs(gp_ref)),
+        grad_input_max_abs=gx,
+        grad_input_rel=_rel(gx, _tree_max_abs(gx_ref)),
+        rtol=float(rtol),
+        atol=float(atol),
+    )
 
 
 # --------------------------------------------------------------------------- Flax NNX adapter

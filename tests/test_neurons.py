@@ -121,8 +121,11 @@ def test_jit_equals_eager_and_vmap_over_batch():
     f = functools.partial(neurons.lif_multistep, tau=TAU, v_reset=None, return_trace=True)
     eager = f(x, v_init=v0)
     jitted = jax.jit(lambda x, v0: f(x, v_init=v0))(x, v0)
-    for a, b in zip(eager, jitted, strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Spikes bitwise; potentials to 1e-6 (XLA may fuse or contract jit-compiled arithmetic
+    # differently from op-by-op execution, a last-bit difference).
+    np.testing.assert_array_equal(np.asarray(eager[0]), np.asarray(jitted[0]))
+    for a, b in zip(eager[1:], jitted[1:], strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
     # vmap over the batch axis (axis 1 of x, axis 0 of v_init) equals the batched call
     mapped = jax.vmap(lambda xb, vb: f(xb, v_init=vb), in_axes=(1, 0), out_axes=(1, 0, 1))(x, v0)
     for a, b in zip(eager, mapped, strict=True):
