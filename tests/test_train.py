@@ -203,7 +203,8 @@ _MULTI = textwrap.dedent("""
 def test_one_and_four_devices_give_the_same_loss_curve(tmp_path):
     """Data parallel over 4 (forced host) devices: the loss curve of 1 device, to rounding."""
     cfg = dict(SMALL, steps=8, model_overrides={"hidden": [32, 32]})
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4 "
+                                     "--xla_backend_optimization_level=0",
                JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
     proc = subprocess.run([sys.executable, "-c", _MULTI, json.dumps(cfg), str(tmp_path)],
