@@ -14,6 +14,8 @@ from collections.abc import Sequence
 # name -> module implementing it
 COMMANDS: dict[str, str] = {
     "demo": "revsnn_jax.commands.demo",
+    "models": "revsnn_jax.commands.models",
+    "memory": "revsnn_jax.commands.memory",
     "train": "revsnn_jax.commands.train",
     "eval": "revsnn_jax.commands.eval",
 }

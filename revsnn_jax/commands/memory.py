@@ -1,0 +1,86 @@
+"""``revsnn memory``: training memory per image of registered models, per memory mode.
+
+Compiles one full training step (forward, backward, SGD-momentum update) at batch ``B`` and
+``2B`` for every model and memory mode, without allocating anything large (compile only unless
+``--time``), and writes one JSON row per model x mode. The logic lives in
+:mod:`revsnn_jax.benchmark`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "training memory per image (slope B -> 2B of the compiled step's peak) per model and mode"
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", required=True,
+                        help="comma-separated registered names, e.g. revsresnet37,msresnet34")
+    parser.add_argument("--batch", type=int, default=32, help="B; the slope uses B and 2B")
+    parser.add_argument("--time-steps", type=int, default=None, help="T (default: the model's)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="square input size (default: the model's)")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="classes (default: the model's)")
+    parser.add_argument("--memory-modes", default=None,
+                        help="comma-separated subset of reversible,checkpoint,none (default: "
+                             "reversible,none for reversible models, none,checkpoint otherwise); "
+                             "modes a model does not offer are skipped")
+    parser.add_argument("--widths", type=_int_list, default=None,
+                        help="override stage widths, e.g. 8,16 (reduced models)")
+    parser.add_argument("--blocks", type=_int_list, default=None,
+                        help="override blocks per stage, e.g. 1,2")
+    parser.add_argument("--time", action="store_true",
+                        help="also run the step on random data and report the median step time")
+    parser.add_argument("--timed-steps", type=int, default=5, help="steps timed with --time")
+    parser.add_argument("--json", dest="json_path", default=None, metavar="PATH",
+                        help="write the rows to this JSON file (rewritten after every row)")
+    parser.add_argument("--plot", default=None, metavar="PATH",
+                        help="PNG of memory per image against depth for both families")
+
+
+def run(args: argparse.Namespace) -> int:
+    from revsnn_jax import benchmark
+    from revsnn_jax.models import get_info
+
+    names = [n for n in args.models.split(",") if n]
+    for name in names:
+        get_info(name)  # fail early on a typo
+    model_kwargs = {}
+    if args.widths:
+        model_kwargs["widths"] = args.widths
+    if args.blocks:
+        model_kwargs["blocks"] = args.blocks
+
+    rows = []
+    for name in names:
+        info = get_info(name)
+        offered = ("reversible", "checkpoint", "none") if info.reversible else (
+            "checkpoint", "none")
+        modes = (args.memory_modes.split(",") if args.memory_modes
+                 else benchmark.default_memory_modes(name))
+        for mode in modes:
+            if mode not in offered:
+                print(f"skipping {name} / {mode}: not offered by this model")
+                continue
+            row = benchmark.measure_training_step(
+                name, batch=args.batch, time_steps=args.time_steps, image_size=args.image_size,
+                num_classes=args.num_classes, memory_mode=mode, time_it=args.time,
+                timed_steps=args.timed_steps, model_kwargs=model_kwargs)
+            rows.append(row)
+            print(f"{name} / {mode}: {row['bytes_per_image'] / 2**20:.2f} MiB per image "
+                  f"(compiled in {row['compile_seconds']:.1f} s)", flush=True)
+            if args.json_path:
+                with open(args.json_path, "w") as fh:
+                    json.dump(rows, fh, indent=2)
+    print()
+    print(benchmark.format_table(rows))
+    if args.plot and rows:
+        benchmark.plot_memory(rows, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
