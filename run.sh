@@ -22,7 +22,7 @@ fi
 what=${1:-}
 [ $# -gt 0 ] && shift
 case "$what" in
-  main) exec "$venv/bin/revsnn" demo "$@" ;;
+  main) exec "$venv/bin/revsnn" train --config default --workdir runs/default "$@" ;;
   test) exec "$venv/bin/python" -m pytest "$@" ;;
   *) echo "usage: bash run.sh main|test [arguments]" >&2; exit 2 ;;
 esac

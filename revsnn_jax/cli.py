@@ -16,6 +16,8 @@ COMMANDS: dict[str, str] = {
     "demo": "revsnn_jax.commands.demo",
     "models": "revsnn_jax.commands.models",
     "memory": "revsnn_jax.commands.memory",
+    "train": "revsnn_jax.commands.train",
+    "eval": "revsnn_jax.commands.eval",
 }
 
 

@@ -26,6 +26,8 @@ from revsnn_jax.nnx_utils import merge_fresh
 
 __all__ = ["ModelFns", "cross_entropy", "make_eval_step", "make_train_step", "split_model"]
 
+_STATE = nnx.All(nnx.Not(nnx.Param), nnx.Not(nnx.Intermediate))
+
 Batch = tuple[jax.Array, jax.Array]  # (inputs, labels); labels int [B] or soft targets [B, K]
 
 
@@ -37,13 +39,29 @@ class ModelFns:
     eval_graph: Any
 
     def apply(self, params: Any, state: Any, x: jax.Array, *, train: bool):
+        logits, _, new_state = self._run(params, state, x, train)
+        return logits, new_state
+
+    def intermediates(self, params: Any, state: Any, x: jax.Array, *, train: bool = False):
+        """``(logits, sown)``: the forward pass and every ``nnx.Intermediate`` it recorded
+        (values modules ``sow``, e.g. ``firing_rate``)."""
+        logits, sown, _ = self._run(params, state, x, train)
+        return logits, sown
+
+    def _run(self, params: Any, state: Any, x: jax.Array, train: bool):
         model = merge_fresh(self.train_graph if train else self.eval_graph, params, state)
-        logits = model(x)
-        return logits, nnx.state(model, nnx.Not(nnx.Param))
+        # values a module sows (nnx.Intermediate) are captured, never part of the model state
+        if hasattr(nnx, "capture"):  # flax >= 0.12
+            logits, sown = nnx.capture(model, nnx.Intermediate)(x)
+        else:  # flax 0.10/0.11: sow stores on the module; take the values out again
+            logits = model(x)
+            sown = nnx.pop(model, nnx.Intermediate)
+        return logits, sown, nnx.state(model, _STATE)
 
 
 def split_model(model: nnx.Module) -> tuple[ModelFns, Any, Any]:
     """Split an NNX model into pure functions, its parameters and its other state."""
+    nnx.pop(model, nnx.Intermediate)  # drop anything sown by earlier eager calls
     model.eval()
     eval_graph = nnx.graphdef(model)
     model.train()

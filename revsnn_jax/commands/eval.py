@@ -1,0 +1,37 @@
+"""``revsnn eval --workdir DIR``: score the latest checkpoint of a run on the test split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "evaluate the latest checkpoint in --workdir on the test split"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", required=True, help="run directory written by revsnn train")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
+    parser.add_argument("--data-dir", default=None, help="data directory (default: the run's)")
+    parser.add_argument("--eval-batch-size", type=int, default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from revsnn_jax import train
+
+    overrides = {}
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+    if args.eval_batch_size is not None:
+        overrides["eval_batch_size"] = args.eval_batch_size
+    try:
+        with train._quiet_absl():
+            result = train.evaluate(args.workdir, overrides, step=args.step)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"revsnn eval: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{result['model']} on {result['dataset']} at step {result['step']}: test accuracy "
+          f"{100 * result['test_accuracy']:.2f}% ({result['test_examples']} examples), "
+          f"loss {result['test_loss']:.4f}")
+    print(json.dumps(result))
+    return 0

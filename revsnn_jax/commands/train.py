@@ -1,0 +1,64 @@
+"""``revsnn train``: train a configuration (experiments/configs/NAME.yaml) in a work directory.
+
+``revsnn train --config NAME --workdir DIR [--field value ...]``: every field of
+:class:`revsnn_jax.config.TrainConfig` is a flag (``--batch-size 64``, ``--memory-mode none``,
+``--milestones "[100, 150]"``, ``--model-overrides "{hidden: [128]}"``). On a work directory that
+already holds checkpoints the run resumes from the latest one; without ``--config`` the work
+directory's saved configuration is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "train a model from a config (resumes from the latest checkpoint in --workdir)"
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    from revsnn_jax.config import TrainConfig, field_names
+
+    group = parser.add_argument_group(
+        "config fields (override the config file; lists/mappings in YAML flow style)")
+    defaults = TrainConfig().to_dict()
+    for name in field_names():
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg_{name}", metavar="V",
+                           default=argparse.SUPPRESS, help=f"(default {defaults[name]!r})")
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    from revsnn_jax.config import parse_value
+
+    return {k[4:]: parse_value(k[4:], v) for k, v in vars(args).items() if k.startswith("cfg_")}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="config name in experiments/configs, or a path "
+                        "(default: the work directory's saved config, else 'default')")
+    parser.add_argument("--workdir", required=True, help="run directory (checkpoints, logs)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import pathlib
+
+    from revsnn_jax import train
+    from revsnn_jax.config import load_config
+
+    try:
+        overrides = config_overrides(args)
+        if args.config is None and (pathlib.Path(args.workdir) / "config.yaml").exists():
+            cfg = train.load_workdir_config(args.workdir).replace(**overrides)
+        else:
+            cfg = load_config(args.config or "default", overrides)
+        with train._quiet_absl():
+            summary = train.train(cfg, args.workdir, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"revsnn train: error: {err}", file=sys.stderr)
+        return 2
+    print(train.format_summary(summary))
+    print(f"summary: {pathlib.Path(args.workdir) / 'summary.json'}")
+    print(json.dumps(summary, indent=None))
+    return 0

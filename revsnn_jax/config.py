@@ -1,0 +1,200 @@
+"""Training configurations: one dataclass, YAML files, command-line overrides.
+
+A configuration is a :class:`TrainConfig`. Files are YAML mappings of its fields (one file per
+experiment row in ``experiments/configs/``); ``load_config("NAME")`` reads
+``experiments/configs/NAME.yaml`` (or any path to a ``.yaml``/``.yml``/``.json`` file), and a
+file may name a ``base:`` file whose fields it overrides. Unknown keys fail fast, listing the
+known ones. Every field can be overridden (``--batch-size 64`` on the command line,
+``overrides={"batch_size": 64}`` in Python); values are converted to the field's type (lists
+and mappings are written in YAML flow style, e.g. ``--milestones "[100, 150]"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import typing
+from typing import Any
+
+import yaml
+
+__all__ = ["TrainConfig", "config_dir", "field_names", "list_configs", "load_config",
+           "parse_value"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run. Epoch-valued fields are converted to steps with
+    ``steps_per_epoch = len(train split) // batch_size``."""
+
+    description: str = ""
+    # model
+    model: str = "spiking_mlp"
+    model_overrides: dict = dataclasses.field(default_factory=dict)  # e.g. {widths: [8, 16]}
+    time_steps: int = 4
+    memory_mode: str = "none"  # "reversible", "checkpoint" or "none"
+    # data
+    dataset: str = "digits"
+    data_dir: str | None = None  # TFDS / event-frame cache directory (default: TFDS default)
+    batch_size: int = 32  # global batch, split over all devices
+    eval_batch_size: int = 0  # 0: batch_size
+    crop_padding: int | None = None  # None: the data set's recipe value (CIFAR 4)
+    hflip: bool = True
+    input_channels: int = 0  # > 0: tile grey images to this many channels (RGB stems)
+    mean: list | None = None  # None: the data set's recipe value
+    std: list | None = None
+    mixup_alpha: float = 0.0  # 0: no mixup
+    mixup_prob: float = 1.0
+    mixup_off_epoch: float | None = None  # mixup switched off from this epoch on
+    label_smoothing: float = 0.0
+    num_threads: int = 4  # grain reader threads
+    prefetch: int = 64  # examples buffered ahead of the training step
+    # optimisation
+    epochs: float = 200.0
+    steps: int = 0  # > 0 overrides epochs
+    optimizer: str = "sgd"  # "sgd" (momentum, coupled L2 as PyTorch) or "adamw"
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    schedule: str = "multistep"  # "multistep", "cosine" or "constant"
+    milestones: list = dataclasses.field(default_factory=list)  # epochs (multistep)
+    gamma: float = 0.1  # multistep decay factor
+    warmup_epochs: float = 0.0
+    warmup_lr: float = 1e-5
+    min_lr: float = 0.0  # cosine floor
+    seed: int = 0
+    # bookkeeping
+    log_every: int = 50  # steps between progress/metrics records
+    eval_every: int = 0  # steps between test evaluations (0: only at the end)
+    checkpoint_every: int = 1000  # steps between checkpoints (one is always written at the end)
+    keep_checkpoints: int = 3
+    measure_memory: bool = True  # compile-only memory per image of the model and its plain twin
+    memory_batch: int = 0  # batch of the memory measurement (0: the per-device batch)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return from_dict({**dataclasses.asdict(self), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def _unknown(keys: list[str], where: str) -> ValueError:
+    return ValueError(
+        f"unknown config key(s) {', '.join(sorted(keys))} in {where}; known keys: "
+        f"{', '.join(field_names())}"
+    )
+
+
+def parse_value(name: str, value: Any) -> Any:
+    """Convert ``value`` (a string from the command line, or a YAML value) to field ``name``'s type."""
+    if name not in _HINTS:
+        raise _unknown([name], "overrides")
+    hint = _HINTS[name]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    base = typing.get_origin(base) or base
+    if isinstance(value, str) and optional and value.strip().lower() in ("none", "null", "~", ""):
+        return None
+    if isinstance(value, str) and base is not str:
+        value = yaml.safe_load(value)
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"config field {name} cannot be null")
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+                return value.lower() in ("true", "yes")
+            if value in (0, 1):
+                return bool(value)
+            raise ValueError
+        if base is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if base is float:
+            return float(value)
+        if base is str:
+            return str(value)
+        if base is list:
+            if isinstance(value, (list, tuple)):
+                return [float(v) if isinstance(v, str) else v for v in value]
+            raise ValueError
+        if base is dict:
+            if isinstance(value, dict):
+                return dict(value)
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"config field {name} expects {hint}, got {value!r}") from None
+    return value
+
+
+def from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
+    unknown = [k for k in values if k not in _HINTS]
+    if unknown:
+        raise _unknown(unknown, where)
+    return TrainConfig(**{k: parse_value(k, v) for k, v in values.items()})
+
+
+def config_dir() -> pathlib.Path:
+    """``$REVSNN_CONFIG_DIR`` or the repository's ``experiments/configs``."""
+    env = os.environ.get("REVSNN_CONFIG_DIR")
+    if env:
+        return pathlib.Path(env)
+    return pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
+
+
+def list_configs() -> list[str]:
+    folder = config_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _read(path: pathlib.Path) -> dict[str, Any]:
+    text = path.read_text()
+    values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a mapping of fields, got {type(values)}")
+    base = values.pop("base", None)
+    if base is not None:
+        values = {**_read(_resolve(str(base), path.parent)), **values}
+    return values
+
+
+def _resolve(name: str, relative_to: pathlib.Path | None = None) -> pathlib.Path:
+    candidates = [pathlib.Path(name)]
+    if relative_to is not None:
+        candidates.append(relative_to / name)
+    candidates += [config_dir() / name, config_dir() / f"{name}.yaml"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ValueError(
+        f"unknown config {name!r}: no such file and not in {config_dir()}; "
+        f"known configs: {', '.join(list_configs()) or '(none)'}"
+    )
+
+
+def load_config(name: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The config ``name`` (a file in ``experiments/configs`` or a path) with ``overrides``."""
+    path = _resolve(name)
+    values = _read(path)
+    unknown = [k for k in values if k not in _HINTS]
+    if unknown:
+        raise _unknown(unknown, str(path))
+    values.update(overrides or {})
+    return from_dict(values, str(path))
