@@ -25,6 +25,7 @@ def _param_count(name, **kwargs):
     ("trevsnn_small", {}, 32_331_312),          # the reference log's "number of params"
     ("trevsnn_tiny", {}, 17_203_856),
     ("trevsnn_tiny", {"kernel": 5}, 17_376_912),
+    ("trevsnn_tiny_dvs", {}, 10_220_364),      # 8 columns, 10 classes, per-column stems
 ])
 def test_parameter_counts_match_the_reference(name, kwargs, expected):
     assert _param_count(name, **kwargs) == expected
