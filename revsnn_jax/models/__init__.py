@@ -1,11 +1,11 @@
 """Model families and the registry (:func:`create`, :func:`list_models`).
 
-Importing a family module (``resnet``, ``mlp``) registers its models.
+Importing a family module (``resnet``, ``mlp``, ``trevsnn``) registers its models.
 """
 
-from revsnn_jax.models import mlp, resnet
+from revsnn_jax.models import mlp, resnet, trevsnn
 from revsnn_jax.models.registry import ModelInfo, create, get_info, list_models, register
 from revsnn_jax.models.summary import abstract_model, count_params
 
 __all__ = ["ModelInfo", "abstract_model", "count_params", "create", "get_info", "list_models",
-           "mlp", "register", "resnet"]
+           "mlp", "register", "resnet", "trevsnn"]
