@@ -54,7 +54,10 @@ class TrainConfig:
     # optimisation
     epochs: float = 200.0
     steps: int = 0  # > 0 overrides epochs
-    optimizer: str = "sgd"  # "sgd" (momentum, coupled L2 as PyTorch) or "adamw"
+    loss: str = "cross_entropy"  # or "intermediate_supervision" / "tet" (multi-head models)
+    optimizer: str = "sgd"  # "sgd" (momentum, coupled L2 as PyTorch), "adamw" or "lamb"
+    clip_grad_norm: float = 0.0  # > 0: clip the global gradient norm (timm's Lamb uses 1.0)
+    adaptive_clip: float = 0.0  # > 0: adaptive gradient clipping factor (T-RevSNN: 0.02)
     learning_rate: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False

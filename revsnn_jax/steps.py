@@ -15,16 +15,16 @@ and evaluation use two graph definitions of the same model (``model.train()`` /
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import optax
 from flax import nnx
 
+from revsnn_jax import losses
 from revsnn_jax.nnx_utils import merge_fresh
 
-__all__ = ["ModelFns", "cross_entropy", "make_eval_step", "make_train_step", "split_model"]
+__all__ = ["ModelFns", "make_eval_step", "make_train_step", "split_model"]
 
 _STATE = nnx.All(nnx.Not(nnx.Param), nnx.Not(nnx.Intermediate))
 
@@ -38,8 +38,10 @@ class ModelFns:
     train_graph: Any
     eval_graph: Any
 
-    def apply(self, params: Any, state: Any, x: jax.Array, *, train: bool):
-        logits, _, new_state = self._run(params, state, x, train)
+    def apply(self, params: Any, state: Any, x: jax.Array, *, train: bool,
+              method: str = "__call__"):
+        """The model's ``method(x)`` (default: its logits) and its new state."""
+        logits, _, new_state = self._run(params, state, x, train, method)
         return logits, new_state
 
     def intermediates(self, params: Any, state: Any, x: jax.Array, *, train: bool = False):
@@ -48,13 +50,17 @@ class ModelFns:
         logits, sown, _ = self._run(params, state, x, train)
         return logits, sown
 
-    def _run(self, params: Any, state: Any, x: jax.Array, train: bool):
+    def _run(self, params: Any, state: Any, x: jax.Array, train: bool,
+             method: str = "__call__"):
         model = merge_fresh(self.train_graph if train else self.eval_graph, params, state)
+        if method != "__call__" and not hasattr(model, method):
+            raise ValueError(f"{type(model).__name__} has no {method}(); this loss needs a "
+                             "model with several heads (e.g. T-RevSNN)")
         # values a module sows (nnx.Intermediate) are captured, never part of the model state
         if hasattr(nnx, "capture"):  # flax >= 0.12
-            logits, sown = nnx.capture(model, nnx.Intermediate)(x)
+            logits, sown = nnx.capture(getattr(model, method), nnx.Intermediate)(x)
         else:  # flax 0.10/0.11: sow stores on the module; take the values out again
-            logits = model(x)
+            logits = getattr(model, method)(x)
             sown = nnx.pop(model, nnx.Intermediate)
         return logits, sown, nnx.state(model, _STATE)
 
@@ -69,18 +75,6 @@ def split_model(model: nnx.Module) -> tuple[ModelFns, Any, Any]:
     return ModelFns(train_graph, eval_graph), params, state
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
-    """Mean softmax cross-entropy; ``labels`` are integer classes ``[B]`` or targets ``[B, K]``."""
-    num_classes = logits.shape[-1]
-    if labels.ndim == logits.ndim - 1:
-        targets = jax.nn.one_hot(labels, num_classes, dtype=logits.dtype)
-    else:
-        targets = labels.astype(logits.dtype)
-    if label_smoothing:
-        targets = optax.smooth_labels(targets, label_smoothing)
-    return optax.softmax_cross_entropy(logits, targets).mean()
-
-
 def _accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     hard = labels if labels.ndim == logits.ndim - 1 else labels.argmax(-1)
     return (logits.argmax(-1) == hard).mean()
@@ -91,19 +85,23 @@ def make_train_step(
     optimizer: optax.GradientTransformation,
     *,
     label_smoothing: float = 0.0,
-    loss_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    loss: str = "cross_entropy",
 ):
     """``step(params, state, opt_state, x, y) -> (params, state, opt_state, metrics)``.
 
-    One full training step: forward, backward and optimizer update. ``metrics`` holds ``loss``
+    One full training step: forward, backward and optimizer update. ``loss`` names an entry of
+    :data:`revsnn_jax.losses.LOSSES`: ``cross_entropy`` on the model's logits, or
+    ``intermediate_supervision`` / ``tet`` on its ``head_outputs``. ``metrics`` holds ``loss``
     and ``accuracy`` (scalars). Not jitted here; wrap it in :func:`jax.jit` with the shardings
     you need.
     """
-    loss_of = loss_fn or (lambda logits, y: cross_entropy(logits, y, label_smoothing))
+    if loss not in losses.LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(losses.LOSSES)}")
+    loss_fn, method, to_logits = losses.LOSSES[loss]
 
     def objective(params, state, x, y):
-        logits, new_state = fns.apply(params, state, x, train=True)
-        return loss_of(logits, y), (logits, new_state)
+        outputs, new_state = fns.apply(params, state, x, train=True, method=method)
+        return loss_fn(outputs, y, label_smoothing), (to_logits(outputs), new_state)
 
     def step(params, state, opt_state, x, y):
         (loss, (logits, new_state)), grads = jax.value_and_grad(objective, has_aux=True)(
@@ -121,7 +119,7 @@ def make_eval_step(fns: ModelFns):
 
     def step(params, state, x, y):
         logits, _ = fns.apply(params, state, x, train=False)
-        return {"loss": cross_entropy(logits, y), "accuracy": _accuracy(logits, y),
+        return {"loss": losses.cross_entropy(logits, y), "accuracy": _accuracy(logits, y),
                 "correct": (logits.argmax(-1) == y).sum()}
 
     return step

@@ -44,7 +44,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from revsnn_jax import data, models, steps
+from revsnn_jax import data, losses, models, steps
 from revsnn_jax.config import TrainConfig, from_dict
 
 __all__ = ["Trainer", "evaluate", "make_optimizer", "maybe_initialize_distributed", "restore",
@@ -100,12 +100,20 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, total_steps: int):
             optax.add_decayed_weights(cfg.weight_decay) if cfg.weight_decay else optax.identity(),
             optax.sgd(schedule, momentum=cfg.momentum or None, nesterov=cfg.nesterov),
         )
-    elif cfg.optimizer == "adamw":
-        # timm: no decay on biases and other 1-D parameters
-        optimizer = optax.adamw(schedule, weight_decay=cfg.weight_decay,
-                                mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params))
+    elif cfg.optimizer in ("adamw", "lamb"):
+        # timm: no decay (and, for Lamb, no trust ratio) on biases and other 1-D parameters
+        mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)  # noqa: E731
+        make = optax.adamw if cfg.optimizer == "adamw" else optax.lamb
+        optimizer = make(schedule, weight_decay=cfg.weight_decay, mask=mask)
     else:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd, adamw or lamb")
+    clipping = []
+    if cfg.adaptive_clip:
+        clipping.append(optax.adaptive_grad_clip(cfg.adaptive_clip, eps=1e-3))
+    if cfg.clip_grad_norm:
+        clipping.append(optax.clip_by_global_norm(cfg.clip_grad_norm))
+    if clipping:
+        optimizer = optax.chain(*clipping, optimizer)
     return optimizer, schedule
 
 
@@ -225,6 +233,8 @@ class Trainer:
                         "devices")
         if cfg.memory_mode not in ("reversible", "checkpoint", "none"):
             raise _fail(f"memory_mode {cfg.memory_mode!r}: choose reversible, checkpoint or none")
+        if cfg.loss not in losses.LOSSES:
+            raise _fail(f"loss {cfg.loss!r}: choose one of {', '.join(losses.LOSSES)}")
         # data first: a missing data set fails before anything is compiled
         self.train_source = data.load_source(cfg.dataset, "train", cfg.data_dir)
         self.test_source = data.load_source(cfg.dataset, "test", cfg.data_dir)
@@ -280,7 +290,8 @@ class Trainer:
 
     def _loss_step(self, fns: steps.ModelFns, optimizer):
         cfg, spec, k = self.cfg, self.spec, self.num_classes
-        base = steps.make_train_step(fns, optimizer, label_smoothing=cfg.label_smoothing)
+        base = steps.make_train_step(fns, optimizer, label_smoothing=cfg.label_smoothing,
+                                     loss=cfg.loss)
 
         def step(params, state, opt_state, x, y, lam):
             if cfg.mixup_alpha > 0:  # on [B, ...] before events go time-major

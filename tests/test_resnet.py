@@ -7,7 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
-from revsnn_jax import benchmark, models, steps
+from revsnn_jax import benchmark, losses, models, steps
 
 # DESIGN.md §5 / papers-spec §1.7: counts of the PyTorch reference (BN running stats excluded).
 REFERENCE_PARAMS = [
@@ -82,7 +82,7 @@ def _grads(name, memory_mode, x, y, dtype, **kw):
 
     def loss(p):
         logits, new_state = fns.apply(p, state, x, train=True)
-        return steps.cross_entropy(logits, y), (logits, new_state)
+        return losses.cross_entropy(logits, y), (logits, new_state)
 
     (value, (logits, new_state)), g = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
     return value, logits, new_state, g

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from revsnn_jax import memory
+from revsnn_jax import losses, memory
 from revsnn_jax.models import create, trevsnn
 from revsnn_jax.nnx_utils import merge_fresh
 
@@ -57,7 +57,7 @@ def _loss_and_grads(mode, dtype, time_steps, event):
     def loss(params, state):
         model = merge_fresh(graph, params, state)
         out = model.head_outputs(x)
-        value = trevsnn.tet_loss(out, y) if event else trevsnn.intermediate_supervision_loss(
+        value = losses.tet_loss(out, y) if event else losses.intermediate_supervision_loss(
             out, y)
         return value, nnx.state(model, nnx.Not(nnx.Param))
 
@@ -123,7 +123,7 @@ def _temp_bytes(mode, time_steps):
     y = jax.ShapeDtypeStruct((8,), jnp.int32)
 
     def grads(params, state, x, y):
-        return jax.grad(lambda p: trevsnn.intermediate_supervision_loss(
+        return jax.grad(lambda p: losses.intermediate_supervision_loss(
             merge_fresh(graph, p, state).head_outputs(x), y))(params)
 
     return memory.compiled_memory(grads, params, state, x, y).temp_bytes

@@ -55,7 +55,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
 from revsnn_jax.models.registry import register
@@ -70,8 +69,7 @@ from revsnn_jax.neurons import quantize_spike
 from revsnn_jax.nnx_utils import merge_fresh
 from revsnn_jax.reversible import MEMORY_MODES
 
-__all__ = ["TRevSNN", "intermediate_supervision_loss", "reconstructed_history", "state_history",
-           "tet_loss"]
+__all__ = ["TRevSNN", "reconstructed_history", "state_history"]
 
 ALPHA_INIT = 0.5
 ALPHA_MIN = 1e-3
@@ -296,7 +294,7 @@ class TRevSNN(nnx.Module):
 
     ``model(x)`` returns the last head's logits ``[B, K]`` (what evaluation uses);
     :meth:`head_outputs` returns every supervised head's logits ``[n, B, K]`` for the losses
-    (:func:`intermediate_supervision_loss`, :func:`tet_loss`). Static images are ``[B, H, W, 3]``;
+    (:func:`revsnn_jax.losses.intermediate_supervision_loss`, :func:`revsnn_jax.losses.tet_loss`). Static images are ``[B, H, W, 3]``;
     event data (``event_channels=2``) is ``[T, B, H, W, 2]`` with ``T == time_steps``.
     """
 
@@ -481,27 +479,6 @@ class _SharedStack(nnx.Module):
 
     def __getitem__(self, level: int) -> SharedConvs:
         return getattr(self, f"stage{level}")
-
-
-# --------------------------------------------------------------------------- losses
-def intermediate_supervision_loss(outputs: jax.Array, labels: jax.Array,
-                                  label_smoothing: float = 0.1) -> jax.Array:
-    """``sum_i (i / n) CE_ls(out_i) + CE_ls(out_n)`` over ``n`` heads (the reference's loss)."""
-    n = outputs.shape[0]
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, outputs.shape[-1],
-                                                 dtype=outputs.dtype), label_smoothing)
-    per_head = jax.vmap(lambda o: optax.softmax_cross_entropy(o, targets).mean())(outputs)
-    weights = jnp.arange(1, n + 1, dtype=outputs.dtype) / n
-    return (weights * per_head).sum() + per_head[-1]
-
-
-def tet_loss(outputs: jax.Array, labels: jax.Array, lamb: float = 1e-3,
-             means: float = 1.0) -> jax.Array:
-    """TET (Deng et al., 2022): ``(1 - lamb) mean_t CE(out_t) + lamb MSE(out, means)``."""
-    ce = jax.vmap(lambda o: optax.softmax_cross_entropy_with_integer_labels(o, labels).mean())(
-        outputs).mean()
-    mse = jnp.mean((outputs - means) ** 2)
-    return (1 - lamb) * ce + lamb * mse
 
 
 # --------------------------------------------------------------------------- registry
