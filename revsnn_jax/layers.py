@@ -158,14 +158,18 @@ class Linear(nnx.Module):
 class SpikingNeuron(nnx.Module):
     """A multi-step spiking neuron layer: spikes of ``x`` (``[T, ...]``) from ``V = 0``.
 
-    Wraps :func:`revsnn_jax.neurons.neuron_multistep`; no parameters, no hidden state.
+    Wraps :func:`revsnn_jax.neurons.neuron_multistep`; no parameters, no hidden state. Records
+    its firing rate (mean spike count per neuron and step) as ``nnx.Intermediate``
+    ``firing_rate`` for :func:`revsnn_jax.nnx_utils.call_capturing` to collect.
     """
 
     def __init__(self, config: neurons.NeuronConfig) -> None:
         self.config = config
 
     def __call__(self, x: Array) -> Array:
-        return neurons.neuron_multistep(x, self.config)
+        spikes = neurons.neuron_multistep(x, self.config)
+        self.sow(nnx.Intermediate, "firing_rate", jax.lax.stop_gradient(spikes).mean())
+        return spikes
 
 
 def _pool(x: Array, init: np.ndarray, op: Callable[[Array, Array], Array], window: int, stride: int, padding: int) -> Array:

@@ -7,7 +7,7 @@ from typing import Any
 
 from flax import nnx
 
-__all__ = ["merge_fresh"]
+__all__ = ["MODEL_STATE", "call_capturing", "mean_of_sown", "merge_fresh"]
 
 # flax >= 0.11 keeps Variables inside State and needs nnx.merge(..., copy=True) to build fresh
 # ones (mutating a Variable created outside a jax transform raises TraceContextError); flax 0.10
@@ -19,3 +19,30 @@ _MERGE_COPY = {"copy": True} if "copy" in inspect.signature(nnx.merge).parameter
 def merge_fresh(graph: Any, *states: Any) -> Any:
     """``nnx.merge`` that always builds fresh Variables, safe inside jit/grad/scan/custom_vjp."""
     return nnx.merge(graph, *states, **_MERGE_COPY)
+
+
+# Everything a module carries between calls except its parameters and sown values.
+MODEL_STATE = nnx.All(nnx.Not(nnx.Param), nnx.Not(nnx.Intermediate))
+
+
+def call_capturing(method: Any, *args: Any) -> tuple[Any, Any]:
+    """``(method(*args), sown)``: run a module's bound method and collect what it ``sow``-ed.
+
+    Sown values (``nnx.Intermediate``, e.g. ``firing_rate``) are returned as a State and never
+    become part of the module's state. flax >= 0.12 uses ``nnx.capture``; older versions store
+    sown values on the module, which are popped again.
+    """
+    if hasattr(nnx, "capture"):
+        return nnx.capture(method, nnx.Intermediate)(*args)
+    out = method(*args)
+    return out, nnx.pop(method.__self__, nnx.Intermediate)
+
+
+def mean_of_sown(sown: Any, name: str = "firing_rate") -> Any:
+    """The mean over every value sown under ``name`` (each value's mean), or ``None``."""
+    import jax.numpy as jnp
+    from jax import tree_util
+
+    values = [jnp.mean(leaf) for path, leaf in tree_util.tree_leaves_with_path(sown)
+              if any(getattr(k, "key", getattr(k, "name", None)) == name for k in path)]
+    return jnp.mean(jnp.stack(values)) if values else None

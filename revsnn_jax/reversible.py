@@ -59,7 +59,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from revsnn_jax.nnx_utils import merge_fresh
+from revsnn_jax.nnx_utils import MODEL_STATE, call_capturing, mean_of_sown, merge_fresh
 
 __all__ = [
     "MEMORY_MODES",
@@ -489,8 +489,11 @@ def _as_block_fn(module: nnx.Module) -> tuple[BlockFn, PyTree, PyTree]:
     def fn(p, s, x, key):
         del key  # NNX modules keep their RNG streams in ``s``, which is replayed exactly
         block = merge_fresh(graph, p, s)
-        out = block(x)
-        return out, nnx.state(block, nnx.Not(nnx.Param))
+        out, sown = call_capturing(block.__call__, x)
+        # Firing rates sown inside the block leave the stage beside the new state (sown
+        # values cannot cross the custom_vjp otherwise).
+        rate = mean_of_sown(sown, "firing_rate")
+        return out, (nnx.state(block, MODEL_STATE), rate)
 
     return fn, params, state
 
@@ -531,9 +534,13 @@ class ReversibleSequence(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         f_fn, f_params, f_state = _as_block_fn(self.f)
         g_fn, g_params, g_state = _as_block_fn(self.g)
-        y, (f_new, g_new) = reversible_stage(
+        y, ((f_new, f_rate), (g_new, g_rate)) = reversible_stage(
             f_fn, g_fn, (f_params, g_params), (f_state, g_state), x,
             memory_mode=self.memory_mode)
         nnx.update(self.f, f_new)
         nnx.update(self.g, g_new)
+        rates = [r for r in (f_rate, g_rate) if r is not None]
+        if rates:  # per-block means of the neurons inside F and G
+            self.sow(nnx.Intermediate, "firing_rate",
+                     jax.lax.stop_gradient(jnp.mean(jnp.stack(rates))))
         return y

@@ -22,11 +22,10 @@ import optax
 from flax import nnx
 
 from revsnn_jax import losses
-from revsnn_jax.nnx_utils import merge_fresh
+from revsnn_jax.nnx_utils import MODEL_STATE, call_capturing, merge_fresh
 
 __all__ = ["ModelFns", "make_eval_step", "make_train_step", "split_model"]
 
-_STATE = nnx.All(nnx.Not(nnx.Param), nnx.Not(nnx.Intermediate))
 
 Batch = tuple[jax.Array, jax.Array]  # (inputs, labels); labels int [B] or soft targets [B, K]
 
@@ -57,12 +56,8 @@ class ModelFns:
             raise ValueError(f"{type(model).__name__} has no {method}(); this loss needs a "
                              "model with several heads (e.g. T-RevSNN)")
         # values a module sows (nnx.Intermediate) are captured, never part of the model state
-        if hasattr(nnx, "capture"):  # flax >= 0.12
-            logits, sown = nnx.capture(getattr(model, method), nnx.Intermediate)(x)
-        else:  # flax 0.10/0.11: sow stores on the module; take the values out again
-            logits = getattr(model, method)(x)
-            sown = nnx.pop(model, nnx.Intermediate)
-        return logits, sown, nnx.state(model, _STATE)
+        logits, sown = call_capturing(getattr(model, method), x)
+        return logits, sown, nnx.state(model, MODEL_STATE)
 
 
 def split_model(model: nnx.Module) -> tuple[ModelFns, Any, Any]:

@@ -46,6 +46,7 @@ from jax.sharding import PartitionSpec as P
 
 from revsnn_jax import data, losses, models, steps
 from revsnn_jax.config import TrainConfig, from_dict
+from revsnn_jax.nnx_utils import mean_of_sown
 
 __all__ = ["Trainer", "evaluate", "make_optimizer", "maybe_initialize_distributed", "restore",
            "train"]
@@ -145,15 +146,6 @@ def _mixup(x, y, lam, num_classes: int):
 def _time_major(x: jax.Array, spec: data.DatasetSpec) -> jax.Array:
     # event batches arrive [B, T, H, W, C]; models take [T, B, H, W, C]
     return jnp.swapaxes(x, 0, 1) if spec.kind == "events" else x
-
-
-def _firing_rate(sown: Any) -> jax.Array | None:
-    """Mean of every ``nnx.Intermediate`` named ``firing_rate`` (each value's mean)."""
-    values = []
-    for path, leaf in jax.tree_util.tree_leaves_with_path(sown):
-        if any(getattr(k, "key", getattr(k, "name", None)) == "firing_rate" for k in path):
-            values.append(jnp.mean(leaf))
-    return jnp.mean(jnp.stack(values)) if values else None
 
 
 def _pure_dict(state: Any) -> Any:
@@ -361,7 +353,7 @@ class Trainer:
 
         def rate(params, state, x):
             _, sown = fns.intermediates(params, state, _time_major(x, spec), train=False)
-            return _firing_rate(sown)
+            return mean_of_sown(sown, "firing_rate")
 
         (xg,) = self._global(x)
         value = jax.jit(rate)(self.params, self.state, xg)

@@ -145,7 +145,8 @@ def test_every_experiment_config_loads():
         assert name in names
     for name in names:
         cfg = load_config(name)
-        if cfg.dataset.startswith("cifar"):
+        if cfg.dataset in ("cifar10", "cifar100") and cfg.model.startswith(("revsresnet",
+                                                                             "msresnet")):
             assert (cfg.optimizer, cfg.learning_rate, cfg.momentum, cfg.weight_decay,
                     cfg.batch_size, cfg.epochs) == ("sgd", 0.1, 0.9, 1e-4, 32, 200)
             assert cfg.milestones == ([100, 150] if cfg.dataset == "cifar10" else [60, 120, 160])
