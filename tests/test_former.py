@@ -190,3 +190,54 @@ def test_memory_modes_give_identical_gradients_float64(name, modes):
     for ga, gb in zip(flat_a, flat_b, strict=True):
         assert ga.dtype == jnp.float64
         np.testing.assert_allclose(ga, gb, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_lean_max_pool_matches_layers_max_pool(binary):
+    """Same values and gradients (first maximum per window, ties included) as layers.max_pool."""
+    from revsnn_jax.layers import max_pool
+
+    rng = np.random.default_rng(0)
+    for shape in [(2, 3, 8, 8, 4), (2, 7, 9, 3)]:
+        x = rng.integers(0, 2, shape) if binary else rng.normal(size=shape)
+        x = jnp.asarray(x, jnp.float64)
+        a, pull_a = jax.vjp(lambda z: max_pool(z, 3, 2, 1), x)
+        b, pull_b = jax.vjp(lambda z: former.lean_max_pool(z, 3, 2, 1), x)
+        g = jnp.asarray(rng.normal(size=a.shape))
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_allclose(pull_a(g)[0], pull_b(g)[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("v_threshold", [1.0, 0.5])
+def test_lean_lif_matches_library_neuron(v_threshold):
+    from revsnn_jax import neurons
+
+    cfg = former.CIFAR_FORMER_NEURON._replace(v_threshold=v_threshold)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(0.8, 1.5, (5, 3, 7)))
+    a, pull_a = jax.vjp(lambda z: neurons.neuron_multistep(z, cfg), x)
+    b, pull_b = jax.vjp(lambda z: former.lean_lif(z, cfg.tau, cfg.v_threshold, cfg.surrogate), x)
+    g = jnp.asarray(rng.normal(size=a.shape))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert 0.1 < float(a.mean()) < 0.9
+    np.testing.assert_allclose(pull_a(g)[0], pull_b(g)[0], rtol=1e-12, atol=1e-14)
+
+
+# --------------------------------------------------------------------------- memory
+def test_reversible_memory_per_image_is_flat_in_depth_and_below_plain():
+    """The RevSNN claim on a reduced config (compile only): RevSFormer's memory per image does
+    not grow with depth and stays below Spikingformer's at the same depth."""
+    from revsnn_jax import benchmark
+
+    common = dict(batch=2, time_steps=2, image_size=8)
+
+    def per_image(name, mode, depth):
+        row = benchmark.measure_training_step(
+            name, memory_mode=mode, model_kwargs=dict(dim=32, heads=2, depth=depth), **common)
+        return row["bytes_per_image"]
+
+    rev_shallow = per_image("revsformer_4_384", "reversible", 2)
+    rev_deep = per_image("revsformer_4_384", "reversible", 4)
+    plain_deep = per_image("spikingformer_4_384", "none", 4)
+    assert rev_deep <= 1.1 * rev_shallow
+    assert rev_deep < 0.6 * plain_deep

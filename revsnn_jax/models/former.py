@@ -41,6 +41,7 @@ BN weight 1 / bias 0) and Spikingformer's ``_init_weights`` for the head (trunca
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,7 +50,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from revsnn_jax import surrogate
-from revsnn_jax.layers import BatchNorm, SpikingNeuron, max_pool
+from revsnn_jax.layers import BatchNorm, SpikingNeuron
 from revsnn_jax.models.registry import register
 from revsnn_jax.neurons import NeuronConfig
 from revsnn_jax.reversible import ReversibleSequence
@@ -63,6 +64,8 @@ __all__ = [
     "SpikingSelfAttention",
     "SpikingTokenizer",
     "Spikingformer",
+    "lean_lif",
+    "lean_max_pool",
     "spiking_attention",
 ]
 
@@ -96,6 +99,69 @@ def _torch_default_bias(fan_in: int):
 
 
 # --------------------------------------------------------------------------- layers
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def lean_lif(x: Array, tau: float, v_threshold: float, spike_fn: surrogate.Surrogate) -> Array:
+    """Multi-step LIF spikes of ``x`` (``[T, ...]``) from ``V = 0`` with a lean backward.
+
+    SpikingJelly's ``MultiStepLIFNode(tau, v_threshold, v_reset=0, decay_input=True,
+    detach_reset=True)``: ``H[t] = V[t-1] + (X[t] - V[t-1]) / tau``, ``S[t] = (H[t] >=
+    V_th)``, ``V[t] = H[t] (1 - S[t])``. Values and gradients equal
+    :func:`revsnn_jax.neurons.neuron_multistep` with that configuration (tested); the custom
+    VJP keeps only ``H`` for the backward, which runs the reverse recursion
+    ``dH[t] = dS[t] g'(H[t] - V_th) + dV[t] (1 - S[t])``, ``dX[t] = dH[t] / tau``,
+    ``dV[t-1] = dH[t] (1 - 1 / tau)``. Autodiff through the forward scan kept several arrays of
+    the sequence's size per neuron on XLA:CPU.
+    """
+    return _lean_lif_fwd(x, tau, v_threshold, spike_fn)[0]
+
+
+def _lean_lif_fwd(x, tau, v_threshold, spike_fn):
+    inv_tau = jnp.asarray(1.0 / tau, x.dtype)
+    v_th = jnp.asarray(v_threshold, x.dtype)
+
+    def step(v, x_t):
+        h = v + (x_t - v) * inv_tau
+        s = (h >= v_th).astype(x.dtype)
+        return h * (1 - s), (s, h)
+
+    _, (spikes, h) = jax.lax.scan(step, jnp.zeros(x.shape[1:], x.dtype), x)
+    return spikes, h
+
+
+def _lean_lif_bwd(tau, v_threshold, spike_fn, h, g):
+    inv_tau = jnp.asarray(1.0 / tau, h.dtype)
+    v_th = jnp.asarray(v_threshold, h.dtype)
+
+    def step(dv, inputs):
+        h_t, g_t = inputs
+        not_fired = (h_t < v_th).astype(h.dtype)
+        dh = g_t * spike_fn.derivative(h_t - v_th) + dv * not_fired
+        return dh * (1 - inv_tau), dh * inv_tau
+
+    _, dx = jax.lax.scan(step, jnp.zeros(h.shape[1:], h.dtype), (h, g), reverse=True)
+    return (dx,)
+
+
+lean_lif.defvjp(_lean_lif_fwd, _lean_lif_bwd)
+
+
+class _Neuron(nnx.Module):
+    """A multi-step neuron: :func:`lean_lif` for SpikingJelly's hard-reset, detach-reset LIF
+    (every neuron of these models), :class:`revsnn_jax.layers.SpikingNeuron` otherwise."""
+
+    def __init__(self, config: NeuronConfig) -> None:
+        self.config = config
+        self.lean = (config.kind == "lif" and config.v_reset == 0.0 and config.decay_input
+                     and config.detach_reset and isinstance(config.surrogate, surrogate.Surrogate))
+        self.fallback = None if self.lean else SpikingNeuron(config)
+
+    def __call__(self, x: Array) -> Array:
+        if self.lean:
+            c = self.config
+            return lean_lif(x, float(c.tau), float(c.v_threshold), c.surrogate)
+        return self.fallback(x)
+
+
 class _Conv3x3(nnx.Module):
     """``nn.Conv2d(in, out, 3, 1, 1, bias=False)`` with PyTorch's default init, time folded."""
 
@@ -144,17 +210,17 @@ class SpikingSelfAttention(nnx.Module):
         if dim % heads:
             raise ValueError(f"dim {dim} must be divisible by heads {heads}")
         self.dim, self.heads = dim, heads
-        self.proj_lif = SpikingNeuron(neuron)
+        self.proj_lif = _Neuron(neuron)
         self.q_conv = _Pointwise(dim, dim, use_bias=False, param_dtype=param_dtype, rngs=rngs)
         self.q_bn = BatchNorm(dim, param_dtype=param_dtype)
-        self.q_lif = SpikingNeuron(neuron)
+        self.q_lif = _Neuron(neuron)
         self.k_conv = _Pointwise(dim, dim, use_bias=False, param_dtype=param_dtype, rngs=rngs)
         self.k_bn = BatchNorm(dim, param_dtype=param_dtype)
-        self.k_lif = SpikingNeuron(neuron)
+        self.k_lif = _Neuron(neuron)
         self.v_conv = _Pointwise(dim, dim, use_bias=False, param_dtype=param_dtype, rngs=rngs)
         self.v_bn = BatchNorm(dim, param_dtype=param_dtype)
-        self.v_lif = SpikingNeuron(neuron)
-        self.attn_lif = SpikingNeuron(neuron._replace(v_threshold=ATTENTION_THRESHOLD))
+        self.v_lif = _Neuron(neuron)
+        self.attn_lif = _Neuron(neuron._replace(v_threshold=ATTENTION_THRESHOLD))
         self.out_conv = _Pointwise(dim, dim, use_bias=True, param_dtype=param_dtype, rngs=rngs)
         self.out_bn = BatchNorm(dim, param_dtype=param_dtype)
 
@@ -183,16 +249,74 @@ class SpikingMLP(nnx.Module):
     def __init__(self, dim: int, neuron: NeuronConfig, *, ratio: int = MLP_RATIO,
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> None:
         hidden = ratio * dim
-        self.lif1 = SpikingNeuron(neuron)
+        self.lif1 = _Neuron(neuron)
         self.fc1 = _Pointwise(dim, hidden, use_bias=True, param_dtype=param_dtype, rngs=rngs)
         self.bn1 = BatchNorm(hidden, param_dtype=param_dtype)
-        self.lif2 = SpikingNeuron(neuron)
+        self.lif2 = _Neuron(neuron)
         self.fc2 = _Pointwise(hidden, dim, use_bias=True, param_dtype=param_dtype, rngs=rngs)
         self.bn2 = BatchNorm(dim, param_dtype=param_dtype)
 
     def __call__(self, x: Array) -> Array:
         x = self.bn1(self.fc1(self.lif1(x)))
         return self.bn2(self.fc2(self.lif2(x)))
+
+
+def _pool_windows(xp: Array, out_h: int, out_w: int, window: int, stride: int):
+    """The ``window * window`` strided views of the padded ``xp``, in row-major window order."""
+    for di in range(window):
+        for dj in range(window):
+            yield di, dj, xp[..., di:di + stride * (out_h - 1) + 1:stride,
+                             dj:dj + stride * (out_w - 1) + 1:stride, :]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def lean_max_pool(x: Array, window: int = 3, stride: int = 2, padding: int = 1) -> Array:
+    """PyTorch ``MaxPool2d(window, stride, padding)`` over ``[..., H, W, C]`` with a lean backward.
+
+    Same values and gradients as :func:`revsnn_jax.layers.max_pool` (each window's gradient
+    goes to its first maximum in row-major order, PyTorch's choice), but the backward is built
+    from ``window * window`` strided slices instead of XLA's ``select_and_scatter``, which
+    XLA:CPU expands into a scatter with five int32 index arrays of the padded input's size: at
+    CIFAR shape that made the tokenizer's pooling cost more training memory than all of
+    RevSFormer's blocks together. Only ``x`` is kept for the backward.
+    """
+    return _lean_max_pool_fwd(x, window, stride, padding)[0]
+
+
+def _lean_max_pool_fwd(x, window, stride, padding):
+    h, w = x.shape[-3], x.shape[-2]
+    out_h = (h + 2 * padding - window) // stride + 1
+    out_w = (w + 2 * padding - window) // stride + 1
+    pads = [(0, 0)] * (x.ndim - 3) + [(padding, padding), (padding, padding), (0, 0)]
+    xp = jnp.pad(x, pads, constant_values=-jnp.inf)
+    out = None
+    for _, _, view in _pool_windows(xp, out_h, out_w, window, stride):
+        out = view if out is None else jnp.maximum(out, view)
+    return out, x
+
+
+def _lean_max_pool_bwd(window, stride, padding, x, g):
+    out, _ = _lean_max_pool_fwd(x, window, stride, padding)
+    out_h, out_w = out.shape[-3], out.shape[-2]
+    pads = [(0, 0)] * (x.ndim - 3) + [(padding, padding), (padding, padding), (0, 0)]
+    xp = jnp.pad(x, pads, constant_values=-jnp.inf)
+    hp, wp = xp.shape[-3], xp.shape[-2]
+    taken = jnp.zeros(out.shape, bool)
+    grad = jnp.zeros(xp.shape, g.dtype)
+    zero = jnp.zeros((), g.dtype)
+    for di, dj, view in _pool_windows(xp, out_h, out_w, window, stride):
+        hit = (view == out) & ~taken  # the first maximum of each window takes the gradient
+        taken = taken | hit
+        contrib = jnp.where(hit, g, zero)
+        lead = [(0, 0, 0)] * (x.ndim - 3)
+        grad = grad + jax.lax.pad(contrib, zero, [
+            *lead, (di, hp - di - stride * (out_h - 1) - 1, stride - 1),
+            (dj, wp - dj - stride * (out_w - 1) - 1, stride - 1), (0, 0, 0)])
+    h, w = x.shape[-3], x.shape[-2]
+    return (grad[..., padding:padding + h, padding:padding + w, :],)
+
+
+lean_max_pool.defvjp(_lean_max_pool_fwd, _lean_max_pool_bwd)
 
 
 class SpikingTokenizer(nnx.Module):
@@ -218,7 +342,7 @@ class SpikingTokenizer(nnx.Module):
         kw = dict(param_dtype=param_dtype, rngs=rngs)
         self.conv0 = _Conv3x3(in_channels, widths[0], **kw)
         self.bn0 = BatchNorm(widths[0], param_dtype=param_dtype)
-        self.lifs = nnx.List([SpikingNeuron(neuron) for _ in range(4)])
+        self.lifs = nnx.List([_Neuron(neuron) for _ in range(4)])
         self.convs = nnx.List([_Conv3x3(widths[i], widths[i + 1], **kw) for i in range(4)])
         self.bns = nnx.List([BatchNorm(widths[i + 1], param_dtype=param_dtype)
                              for i in range(4)])
@@ -238,7 +362,7 @@ class SpikingTokenizer(nnx.Module):
         for lif, pool, conv, bn in zip(self.lifs, self.pools, self.convs, self.bns, strict=True):
             x = lif(x)
             if pool:
-                x = max_pool(x, 3, 2, 1)
+                x = lean_max_pool(x, 3, 2, 1)
             x = bn(conv(x))
         t, b, h, w, c = x.shape
         return x.reshape(t, b, h * w, c)
