@@ -56,7 +56,7 @@ def main() -> None:
     parts = args.parts.split(",")
     path = Path(args.json)
     results = json.loads(path.read_text()) if path.exists() else {}
-    results["meta"] = {
+    results[f"meta_{'_'.join(parts)}"] = {
         "device": jax.devices()[0].device_kind, "platform": platform.platform(),
         "cpu_count": os.cpu_count(), "jax": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
