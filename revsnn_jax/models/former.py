@@ -1,0 +1,572 @@
+"""RevSFormer (Zhang & Zhang, AAAI 2024) and its Spikingformer counterparts, as in mi804/RevSNN.
+
+Reference files: ``cifar10/revmodel.py`` (RevSFormer), ``cifar10/model.py`` (Spikingformer),
+and the DVS folders' copies (papers-spec §1.6). Tensors are time-major and channels last:
+images ``[B, 32, 32, 3]`` (CIFAR; repeated over ``time_steps`` before the tokenizer) or event
+frames ``[T, B, 128, 128, 2]`` (DVS); tokens ``[T, B, N, C]`` with ``N = 8 * 8 = 64``.
+
+* :class:`SpikingTokenizer` -- CIFAR: ``conv3x3 -> BN`` to ``D/8``, then
+  ``LIF -> conv3x3 -> BN`` to ``D/4`` and ``D/2``, then two ``LIF -> maxpool(3,2,1) -> conv3x3
+  -> BN`` stages (``D``, ``D``): 32x32 -> 8x8. DVS: ``conv3x3 -> BN`` to ``D/8`` and four
+  ``LIF -> maxpool -> conv3x3 -> BN`` stages (``D/4, D/2, D, D``): 128x128 -> 8x8.
+* :class:`SpikingSelfAttention` (SSA) -- ``x = LIF(x)``; ``q, k, v = LIF(BN(x W))`` (1x1
+  conv = per-token linear, no bias), binary spikes split into heads;
+  ``out = (q k^T) v * 0.125`` without softmax; ``LIF_{V_th=0.5}``; ``BN(out W_o + b_o)``.
+* :class:`SpikingMLP` -- ``LIF -> linear(D -> 4D, bias) -> BN -> LIF -> linear(4D -> D, bias)
+  -> BN``.
+* :class:`RevSFormer` -- tokenizer, tokens duplicated to ``2D`` channels, ``depth`` reversible
+  blocks ``y1 = x1 + SSA(x2), y2 = x2 + MLP(y1)`` (one
+  :class:`~revsnn_jax.reversible.ReversibleSequence`), mean over tokens and ``T``,
+  ``Linear(2D)``. No final neuron, no LayerNorm.
+* :class:`Spikingformer` -- tokenizer, ``depth`` blocks ``x = x + SSA(x); x = x + MLP(x)`` on
+  the ``D``-wide stream, mean over tokens and ``T``, ``Linear(D)``. The reference's
+  ``norm_layer`` LayerNorm is never applied and is not built here; the reference parameter
+  counts (papers-spec §1.7) do not include it either.
+
+**Attention order.** Without a softmax, ``(q k^T) v = q (k^T v)`` exactly. The left form keeps
+an ``[T, B, heads, N, N]`` score tensor (``heads * 64 * 64`` per image and time step: 49,152 at
+12 heads, 32,768 at 8) and costs ``4 N^2 d`` FLOPs per head; the right form keeps
+``[T, B, heads, d, d]`` (12 * 32 * 32 = 12,288 at 12 heads; 8 * 48 * 48 = 18,432 at 8; 16 * 16
+* 16 = 4,096 for DVS) and costs ``4 N d^2`` FLOPs per head, cheaper whenever ``d < N`` (every
+configuration here: ``N = 64``, ``d = 16 / 32 / 48``). :func:`spiking_attention` therefore
+computes ``k^T v`` first. q, k and v are binary, so every product is a small integer sum
+(< 2^24): both orders give bit-identical results in float32 and float64.
+
+**Lean backward passes** (same values and gradients, tested): :func:`lean_max_pool` replaces
+XLA's ``select_and_scatter`` max-pool gradient, which XLA:CPU expands into int32 index arrays of
+the input's size, and :func:`lean_lif` keeps only the pre-spike potential ``H`` of each LIF
+layer. At CIFAR shape they cut RevSFormer-4-384's training memory per image from 77.5 to
+57.7 MiB (Spikingformer-4-384: 145.2 to 116.1; README, "RevSFormer and Spikingformer").
+
+Neurons: SpikingJelly ``MultiStepLIFNode(tau, detach_reset=True)``, hard reset to 0, Sigmoid(4)
+surrogate; ``tau = 2.0`` on CIFAR and ``1.5`` on DVS; the attention neuron fires at 0.5.
+Initialisation follows PyTorch's defaults (convolutions and 1x1 convs ``U(+-1/sqrt(fan_in))``,
+BN weight 1 / bias 0) and Spikingformer's ``_init_weights`` for the head (truncated normal, std
+0.02, bias 0). Parameter counts equal the reference exactly (tested).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from revsnn_jax import surrogate
+from revsnn_jax.layers import BatchNorm, SpikingNeuron
+from revsnn_jax.models.registry import register
+from revsnn_jax.neurons import NeuronConfig
+from revsnn_jax.reversible import ReversibleSequence
+
+__all__ = [
+    "ATTENTION_SCALE",
+    "CIFAR_FORMER_NEURON",
+    "DVS_FORMER_NEURON",
+    "RevSFormer",
+    "SpikingMLP",
+    "SpikingSelfAttention",
+    "SpikingTokenizer",
+    "Spikingformer",
+    "lean_lif",
+    "lean_max_pool",
+    "spiking_attention",
+]
+
+Array = jax.Array
+Dtype = Any
+
+#: CIFAR transformers: ``MultiStepLIFNode(tau=2.0, detach_reset=True)``, Sigmoid(4) surrogate.
+CIFAR_FORMER_NEURON = NeuronConfig(kind="lif", tau=2.0, v_threshold=1.0, v_reset=0.0,
+                                   decay_input=True, detach_reset=True,
+                                   surrogate=surrogate.sigmoid(4.0))
+#: DVS transformers: as CIFAR with ``tau = 1.5``.
+DVS_FORMER_NEURON = CIFAR_FORMER_NEURON._replace(tau=1.5)
+#: The fixed attention scale of Spikingformer / RevSFormer (independent of the head width).
+ATTENTION_SCALE = 0.125
+#: Threshold of the neuron after the attention product (``attn_lif``).
+ATTENTION_THRESHOLD = 0.5
+MLP_RATIO = 4
+
+# PyTorch's default Conv/Linear initialisation (kaiming_uniform with a = sqrt(5)):
+# U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the weight; the same bound for the bias.
+_torch_default_kernel = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def _torch_default_bias(fan_in: int):
+    bound = fan_in ** -0.5
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+# --------------------------------------------------------------------------- layers
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def lean_lif(x: Array, tau: float, v_threshold: float, spike_fn: surrogate.Surrogate) -> Array:
+    """Multi-step LIF spikes of ``x`` (``[T, ...]``) from ``V = 0`` with a lean backward.
+
+    SpikingJelly's ``MultiStepLIFNode(tau, v_threshold, v_reset=0, decay_input=True,
+    detach_reset=True)``: ``H[t] = V[t-1] + (X[t] - V[t-1]) / tau``, ``S[t] = (H[t] >=
+    V_th)``, ``V[t] = H[t] (1 - S[t])``. Values and gradients equal
+    :func:`revsnn_jax.neurons.neuron_multistep` with that configuration (tested); the custom
+    VJP keeps only ``H`` for the backward, which runs the reverse recursion
+    ``dH[t] = dS[t] g'(H[t] - V_th) + dV[t] (1 - S[t])``, ``dX[t] = dH[t] / tau``,
+    ``dV[t-1] = dH[t] (1 - 1 / tau)``. Autodiff through the forward scan kept several arrays of
+    the sequence's size per neuron on XLA:CPU.
+    """
+    return _lean_lif_fwd(x, tau, v_threshold, spike_fn)[0]
+
+
+def _lean_lif_fwd(x, tau, v_threshold, spike_fn):
+    inv_tau = jnp.asarray(1.0 / tau, x.dtype)
+    v_th = jnp.asarray(v_threshold, x.dtype)
+
+    def step(v, x_t):
+        h = v + (x_t - v) * inv_tau
+        s = (h >= v_th).astype(x.dtype)
+        return h * (1 - s), (s, h)
+
+    _, (spikes, h) = jax.lax.scan(step, jnp.zeros(x.shape[1:], x.dtype), x)
+    return spikes, h
+
+
+def _lean_lif_bwd(tau, v_threshold, spike_fn, h, g):
+    inv_tau = jnp.asarray(1.0 / tau, h.dtype)
+    v_th = jnp.asarray(v_threshold, h.dtype)
+
+    def step(dv, inputs):
+        h_t, g_t = inputs
+        not_fired = (h_t < v_th).astype(h.dtype)
+        dh = g_t * spike_fn.derivative(h_t - v_th) + dv * not_fired
+        return dh * (1 - inv_tau), dh * inv_tau
+
+    _, dx = jax.lax.scan(step, jnp.zeros(h.shape[1:], h.dtype), (h, g), reverse=True)
+    return (dx,)
+
+
+lean_lif.defvjp(_lean_lif_fwd, _lean_lif_bwd)
+
+
+class _Neuron(nnx.Module):
+    """A multi-step neuron: :func:`lean_lif` for SpikingJelly's hard-reset, detach-reset LIF
+    (every neuron of these models), :class:`revsnn_jax.layers.SpikingNeuron` otherwise."""
+
+    def __init__(self, config: NeuronConfig) -> None:
+        self.config = config
+        self.lean = (config.kind == "lif" and config.v_reset == 0.0 and config.decay_input
+                     and config.detach_reset and isinstance(config.surrogate, surrogate.Surrogate))
+        self.fallback = None if self.lean else SpikingNeuron(config)
+
+    def __call__(self, x: Array) -> Array:
+        if self.lean:
+            c = self.config
+            return lean_lif(x, float(c.tau), float(c.v_threshold), c.surrogate)
+        return self.fallback(x)
+
+
+class _Conv3x3(nnx.Module):
+    """``nn.Conv2d(in, out, 3, 1, 1, bias=False)`` with PyTorch's default init, time folded."""
+
+    def __init__(self, in_features: int, out_features: int, *, param_dtype: Dtype,
+                 rngs: nnx.Rngs) -> None:
+        self.conv = nnx.Conv(in_features, out_features, (3, 3), padding=((1, 1), (1, 1)),
+                             use_bias=False, kernel_init=_torch_default_kernel,
+                             param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x: Array) -> Array:
+        lead = x.shape[:-3]
+        y = self.conv(x.reshape((-1, *x.shape[-3:])))
+        return y.reshape((*lead, *y.shape[1:]))
+
+
+class _Pointwise(nnx.Module):
+    """A 1x1 convolution over tokens (``nn.Conv1d(in, out, 1)`` / ``nn.Conv2d(in, out, 1)``):
+    a linear map of the channel axis, applied once to every token of every time step."""
+
+    def __init__(self, in_features: int, out_features: int, *, use_bias: bool,
+                 param_dtype: Dtype, rngs: nnx.Rngs) -> None:
+        self.linear = nnx.Linear(in_features, out_features, use_bias=use_bias,
+                                 kernel_init=_torch_default_kernel,
+                                 bias_init=_torch_default_bias(in_features),
+                                 param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x: Array) -> Array:
+        return self.linear(x)
+
+
+def spiking_attention(q: Array, k: Array, v: Array, scale: float = ATTENTION_SCALE) -> Array:
+    """Softmax-free attention ``(q k^T) v * scale`` over ``[T, B, heads, N, d]`` inputs.
+
+    Computed as ``q (k^T v)`` (identical without a softmax; module docstring): the kept
+    intermediate is ``[T, B, heads, d, d]`` instead of ``[T, B, heads, N, N]``.
+    """
+    kv = jnp.einsum("tbhnd,tbhne->tbhde", k, v)
+    return jnp.einsum("tbhnd,tbhde->tbhne", q, kv) * scale
+
+
+class SpikingSelfAttention(nnx.Module):
+    """Spikingformer's SSA on tokens ``[T, B, N, dim]`` (module docstring); F in RevSFormer."""
+
+    def __init__(self, dim: int, heads: int, neuron: NeuronConfig, *,
+                 param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> None:
+        if dim % heads:
+            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
+        self.dim, self.heads = dim, heads
+        self.proj_lif = _Neuron(neuron)
+        self.q_conv = _Pointwise(dim, dim, use_bias=False, param_dtype=param_dtype, rngs=rngs)
+        self.q_bn = BatchNorm(dim, param_dtype=param_dtype)
+        self.q_lif = _Neuron(neuron)
+        self.k_conv = _Pointwise(dim, dim, use_bias=False, param_dtype=param_dtype, rngs=rngs)
+        self.k_bn = BatchNorm(dim, param_dtype=param_dtype)
+        self.k_lif = _Neuron(neuron)
+        self.v_conv = _Pointwise(dim, dim, use_bias=False, param_dtype=param_dtype, rngs=rngs)
+        self.v_bn = BatchNorm(dim, param_dtype=param_dtype)
+        self.v_lif = _Neuron(neuron)
+        self.attn_lif = _Neuron(neuron._replace(v_threshold=ATTENTION_THRESHOLD))
+        self.out_conv = _Pointwise(dim, dim, use_bias=True, param_dtype=param_dtype, rngs=rngs)
+        self.out_bn = BatchNorm(dim, param_dtype=param_dtype)
+
+    def _heads(self, x: Array) -> Array:
+        t, b, n, c = x.shape
+        # channel c = head * d + j, as the reference's reshape(T, B, N, heads, C // heads)
+        return x.reshape(t, b, n, self.heads, c // self.heads).transpose(0, 1, 3, 2, 4)
+
+    def __call__(self, x: Array) -> Array:
+        if x.ndim != 4 or x.shape[-1] != self.dim:
+            raise ValueError(f"SSA expects tokens [T, B, N, {self.dim}], got {x.shape}")
+        x = self.proj_lif(x)
+        q = self._heads(self.q_lif(self.q_bn(self.q_conv(x))))
+        k = self._heads(self.k_lif(self.k_bn(self.k_conv(x))))
+        v = self._heads(self.v_lif(self.v_bn(self.v_conv(x))))
+        out = spiking_attention(q, k, v)  # [T, B, heads, N, d]
+        t, b, h, n, d = out.shape
+        out = out.transpose(0, 1, 3, 2, 4).reshape(t, b, n, h * d)
+        out = self.attn_lif(out)
+        return self.out_bn(self.out_conv(out))
+
+
+class SpikingMLP(nnx.Module):
+    """``LIF -> 1x1(D -> 4D, bias) -> BN -> LIF -> 1x1(4D -> D, bias) -> BN``; G in RevSFormer."""
+
+    def __init__(self, dim: int, neuron: NeuronConfig, *, ratio: int = MLP_RATIO,
+                 param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> None:
+        hidden = ratio * dim
+        self.lif1 = _Neuron(neuron)
+        self.fc1 = _Pointwise(dim, hidden, use_bias=True, param_dtype=param_dtype, rngs=rngs)
+        self.bn1 = BatchNorm(hidden, param_dtype=param_dtype)
+        self.lif2 = _Neuron(neuron)
+        self.fc2 = _Pointwise(hidden, dim, use_bias=True, param_dtype=param_dtype, rngs=rngs)
+        self.bn2 = BatchNorm(dim, param_dtype=param_dtype)
+
+    def __call__(self, x: Array) -> Array:
+        x = self.bn1(self.fc1(self.lif1(x)))
+        return self.bn2(self.fc2(self.lif2(x)))
+
+
+def _pool_windows(xp: Array, out_h: int, out_w: int, window: int, stride: int):
+    """The ``window * window`` strided views of the padded ``xp``, in row-major window order."""
+    for di in range(window):
+        for dj in range(window):
+            yield di, dj, xp[..., di:di + stride * (out_h - 1) + 1:stride,
+                             dj:dj + stride * (out_w - 1) + 1:stride, :]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def lean_max_pool(x: Array, window: int = 3, stride: int = 2, padding: int = 1) -> Array:
+    """PyTorch ``MaxPool2d(window, stride, padding)`` over ``[..., H, W, C]`` with a lean backward.
+
+    Same values and gradients as :func:`revsnn_jax.layers.max_pool` (each window's gradient
+    goes to its first maximum in row-major order, PyTorch's choice), but the backward is built
+    from ``window * window`` strided slices instead of XLA's ``select_and_scatter``, which
+    XLA:CPU expands into a scatter with five int32 index arrays of the padded input's size: at
+    CIFAR shape that made the tokenizer's pooling cost more training memory than all of
+    RevSFormer's blocks together. Only ``x`` is kept for the backward.
+    """
+    return _lean_max_pool_fwd(x, window, stride, padding)[0]
+
+
+def _lean_max_pool_fwd(x, window, stride, padding):
+    h, w = x.shape[-3], x.shape[-2]
+    out_h = (h + 2 * padding - window) // stride + 1
+    out_w = (w + 2 * padding - window) // stride + 1
+    pads = [(0, 0)] * (x.ndim - 3) + [(padding, padding), (padding, padding), (0, 0)]
+    xp = jnp.pad(x, pads, constant_values=-jnp.inf)
+    out = None
+    for _, _, view in _pool_windows(xp, out_h, out_w, window, stride):
+        out = view if out is None else jnp.maximum(out, view)
+    return out, x
+
+
+def _lean_max_pool_bwd(window, stride, padding, x, g):
+    out, _ = _lean_max_pool_fwd(x, window, stride, padding)
+    out_h, out_w = out.shape[-3], out.shape[-2]
+    pads = [(0, 0)] * (x.ndim - 3) + [(padding, padding), (padding, padding), (0, 0)]
+    xp = jnp.pad(x, pads, constant_values=-jnp.inf)
+    hp, wp = xp.shape[-3], xp.shape[-2]
+    taken = jnp.zeros(out.shape, bool)
+    grad = jnp.zeros(xp.shape, g.dtype)
+    zero = jnp.zeros((), g.dtype)
+    for di, dj, view in _pool_windows(xp, out_h, out_w, window, stride):
+        hit = (view == out) & ~taken  # the first maximum of each window takes the gradient
+        taken = taken | hit
+        contrib = jnp.where(hit, g, zero)
+        lead = [(0, 0, 0)] * (x.ndim - 3)
+        grad = grad + jax.lax.pad(contrib, zero, [
+            *lead, (di, hp - di - stride * (out_h - 1) - 1, stride - 1),
+            (dj, wp - dj - stride * (out_w - 1) - 1, stride - 1), (0, 0, 0)])
+    h, w = x.shape[-3], x.shape[-2]
+    return (grad[..., padding:padding + h, padding:padding + w, :],)
+
+
+lean_max_pool.defvjp(_lean_max_pool_fwd, _lean_max_pool_bwd)
+
+
+class SpikingTokenizer(nnx.Module):
+    """Spikingformer's tokenizer to ``8 x 8`` tokens of width ``dim``: ``[T, B, 64, dim]``.
+
+    ``event_input=False`` (CIFAR): input images ``[B, 32, 32, C]``, repeated over
+    ``time_steps`` (the first conv is linear, so it runs once on the image and its output is
+    repeated before the BN: identical to the reference's repeat-first, at 1/T of the cost).
+    ``event_input=True`` (DVS): input frames ``[T, B, 128, 128, C]``.
+    """
+
+    def __init__(self, in_channels: int, dim: int, neuron: NeuronConfig, *, time_steps: int,
+                 event_input: bool = False, param_dtype: Dtype = jnp.float32,
+                 rngs: nnx.Rngs) -> None:
+        if dim % 8:
+            raise ValueError(f"dim must be divisible by 8, got {dim}")
+        if time_steps < 1:
+            raise ValueError(f"time_steps must be >= 1, got {time_steps}")
+        self.time_steps, self.event_input = time_steps, event_input
+        widths = [dim // 8, dim // 4, dim // 2, dim, dim]
+        # CIFAR pools before the last two convs (32 -> 16 -> 8); DVS before the last four.
+        self.pools = (True, True, True, True) if event_input else (False, False, True, True)
+        kw = dict(param_dtype=param_dtype, rngs=rngs)
+        self.conv0 = _Conv3x3(in_channels, widths[0], **kw)
+        self.bn0 = BatchNorm(widths[0], param_dtype=param_dtype)
+        self.lifs = nnx.List([_Neuron(neuron) for _ in range(4)])
+        self.convs = nnx.List([_Conv3x3(widths[i], widths[i + 1], **kw) for i in range(4)])
+        self.bns = nnx.List([BatchNorm(widths[i + 1], param_dtype=param_dtype)
+                             for i in range(4)])
+
+    def __call__(self, x: Array) -> Array:
+        if self.event_input:
+            if x.ndim != 5:
+                raise ValueError(f"this model takes event frames [T, B, H, W, C]; got {x.shape}")
+            x = self.conv0(x)
+        else:
+            if x.ndim != 4:
+                raise ValueError(f"this model takes static images [B, H, W, C] and repeats them "
+                                 f"over T={self.time_steps} inside; got shape {x.shape}")
+            x = self.conv0(x)
+            x = jnp.broadcast_to(x[None], (self.time_steps, *x.shape))
+        x = self.bn0(x)
+        for lif, pool, conv, bn in zip(self.lifs, self.pools, self.convs, self.bns, strict=True):
+            x = lif(x)
+            if pool:
+                x = lean_max_pool(x, 3, 2, 1)
+            x = bn(conv(x))
+        t, b, h, w, c = x.shape
+        return x.reshape(t, b, h * w, c)
+
+
+class _FormerHead(nnx.Module):
+    """Mean over tokens and time, then ``Linear`` (trunc-normal std 0.02 weight, zero bias)."""
+
+    def __init__(self, in_features: int, num_classes: int, *, param_dtype: Dtype,
+                 rngs: nnx.Rngs) -> None:
+        self.fc = nnx.Linear(in_features, num_classes,
+                             kernel_init=jax.nn.initializers.truncated_normal(0.02),
+                             bias_init=jax.nn.initializers.zeros, param_dtype=param_dtype,
+                             rngs=rngs)
+
+    def __call__(self, x: Array) -> Array:
+        return self.fc(x.mean(axis=(0, 2)))
+
+
+# --------------------------------------------------------------------------- networks
+def _check_common(dim: int, depth: int, heads: int) -> None:
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    if dim < 8 or dim % 8:
+        raise ValueError(f"dim must be a positive multiple of 8, got {dim}")
+    if heads < 1 or dim % heads:
+        raise ValueError(f"heads ({heads}) must divide dim ({dim})")
+
+
+class RevSFormer(nnx.Module):
+    """RevSFormer-``depth``-``dim``: reversible spiking transformer (module docstring).
+
+    ``memory_mode``: ``"reversible"`` (reconstruct in the backward), ``"checkpoint"``
+    (``jax.checkpoint`` per block) or ``"none"`` (plain autodiff); identical math.
+    """
+
+    def __init__(self, *, dim: int, depth: int, heads: int, num_classes: int, time_steps: int,
+                 neuron: NeuronConfig, in_channels: int = 3, event_input: bool = False,
+                 memory_mode: str = "reversible", param_dtype: Dtype = jnp.float32,
+                 rngs: nnx.Rngs) -> None:
+        _check_common(dim, depth, heads)
+        if memory_mode not in ("reversible", "checkpoint", "none"):
+            raise ValueError(f"memory_mode must be 'reversible', 'checkpoint' or 'none', "
+                             f"got {memory_mode!r}")
+        self.dim, self.depth, self.heads = dim, depth, heads
+        self.num_classes, self.time_steps = num_classes, time_steps
+        self.memory_mode, self.event_input = memory_mode, event_input
+        self.tokenizer = SpikingTokenizer(in_channels, dim, neuron, time_steps=time_steps,
+                                          event_input=event_input, param_dtype=param_dtype,
+                                          rngs=rngs)
+
+        def make_f(r: nnx.Rngs) -> SpikingSelfAttention:
+            return SpikingSelfAttention(dim, heads, neuron, param_dtype=param_dtype, rngs=r)
+
+        def make_g(r: nnx.Rngs) -> SpikingMLP:
+            return SpikingMLP(dim, neuron, param_dtype=param_dtype, rngs=r)
+
+        self.blocks = ReversibleSequence(make_f, make_g, depth, rngs=rngs,
+                                         memory_mode=memory_mode)
+        self.head = _FormerHead(2 * dim, num_classes, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x: Array) -> Array:
+        x = self.tokenizer(x)
+        x = jnp.concatenate([x, x], axis=-1)  # the reference duplicates the tokens
+        return self.head(self.blocks(x))
+
+
+class SpikingformerBlock(nnx.Module):
+    """``x = x + SSA(x); x = x + MLP(x)``."""
+
+    def __init__(self, dim: int, heads: int, neuron: NeuronConfig, *, param_dtype: Dtype,
+                 rngs: nnx.Rngs) -> None:
+        self.attn = SpikingSelfAttention(dim, heads, neuron, param_dtype=param_dtype, rngs=rngs)
+        self.mlp = SpikingMLP(dim, neuron, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x: Array) -> Array:
+        x = x + self.attn(x)
+        return x + self.mlp(x)
+
+
+def _call_block(block: nnx.Module, x: Array) -> Array:
+    return block(x)
+
+
+class Spikingformer(nnx.Module):
+    """Spikingformer-``depth``-``dim``, RevSFormer's non-reversible counterpart.
+
+    ``memory_mode``: ``"none"`` or ``"checkpoint"`` (:func:`flax.nnx.remat` per block).
+    """
+
+    def __init__(self, *, dim: int, depth: int, heads: int, num_classes: int, time_steps: int,
+                 neuron: NeuronConfig, in_channels: int = 3, event_input: bool = False,
+                 memory_mode: str = "none", param_dtype: Dtype = jnp.float32,
+                 rngs: nnx.Rngs) -> None:
+        _check_common(dim, depth, heads)
+        if memory_mode not in ("none", "checkpoint"):
+            raise ValueError(f"Spikingformer is not reversible: memory_mode must be 'none' or "
+                             f"'checkpoint', got {memory_mode!r}")
+        self.dim, self.depth, self.heads = dim, depth, heads
+        self.num_classes, self.time_steps = num_classes, time_steps
+        self.memory_mode, self.event_input = memory_mode, event_input
+        self.tokenizer = SpikingTokenizer(in_channels, dim, neuron, time_steps=time_steps,
+                                          event_input=event_input, param_dtype=param_dtype,
+                                          rngs=rngs)
+        self.layers = nnx.List([SpikingformerBlock(dim, heads, neuron, param_dtype=param_dtype,
+                                                   rngs=rngs) for _ in range(depth)])
+        self.head = _FormerHead(dim, num_classes, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x: Array) -> Array:
+        x = self.tokenizer(x)
+        for block in self.layers:
+            if self.memory_mode == "checkpoint":
+                x = nnx.remat(_call_block)(block, x)
+            else:
+                x = block(x)
+        return self.head(x)
+
+
+# --------------------------------------------------------------------------- registry
+CIFAR_SHAPE = (32, 32, 3)
+DVS_SHAPE = (128, 128, 2)
+DVS_TIME_STEPS = 10
+
+
+def cifar_heads(num_classes: int) -> int:
+    """The reference's head count for the 384-wide CIFAR models: 8 for CIFAR100, else 12."""
+    return 8 if num_classes == 100 else 12
+
+
+def _single(name: str, value: Sequence[int] | None) -> int | None:
+    """``blocks=(L,)`` / ``widths=(D,)`` (the ``revsnn memory`` overrides) as one integer."""
+    if value is None:
+        return None
+    value = tuple(int(v) for v in value)
+    if len(value) != 1:
+        raise ValueError(f"a transformer has one stage: {name} must hold one value, got {value}")
+    return value[0]
+
+
+def _builder(cls: type, *, default_dim: int, default_depth: int, reversible: bool,
+             dvs: bool) -> Callable[..., Any]:
+    default_mode = "reversible" if reversible else "none"
+
+    def build(*, num_classes: int = 10, time_steps: int = DVS_TIME_STEPS if dvs else 4,
+              memory_mode: str = default_mode, rngs: nnx.Rngs | None = None,
+              depth: int | None = None, dim: int | None = None, heads: int | None = None,
+              blocks: Sequence[int] | None = None, widths: Sequence[int] | None = None,
+              neuron: NeuronConfig | None = None,
+              param_dtype: Dtype = jnp.float32) -> Any:
+        depth = depth or _single("blocks", blocks) or default_depth
+        dim = dim or _single("widths", widths) or default_dim
+        if heads is None:
+            heads = 16 if dvs else cifar_heads(num_classes)
+        return cls(dim=dim, depth=depth, heads=heads, num_classes=num_classes,
+                   time_steps=time_steps,
+                   neuron=neuron or (DVS_FORMER_NEURON if dvs else CIFAR_FORMER_NEURON),
+                   in_channels=2 if dvs else 3, event_input=dvs, memory_mode=memory_mode,
+                   param_dtype=param_dtype, rngs=nnx.Rngs(0) if rngs is None else rngs)
+
+    build.__doc__ = (f"{cls.__name__}-{default_depth}-{default_dim} "
+                     f"({'DVS event frames [T, B, 128, 128, 2]' if dvs else 'CIFAR images'}); "
+                     f"overrides: depth, dim, heads (or blocks=(L,), widths=(D,)), neuron.")
+    return build
+
+
+_CIFAR = dict(input_shape=CIFAR_SHAPE, default_time_steps=4, default_num_classes=10)
+_DVS = dict(input_shape=DVS_SHAPE, default_time_steps=DVS_TIME_STEPS, default_num_classes=10)
+
+revsformer_2_384 = register(
+    "revsformer_2_384", family="revsformer", reversible=True,
+    counterpart="spikingformer_2_384", **_CIFAR,
+    description="RevSFormer-2-384, CIFAR 32x32: 2 reversible SSA/MLP blocks, stream 768, "
+                "heads 12 (C10) / 8 (C100), LIF tau 2")(
+    _builder(RevSFormer, default_dim=384, default_depth=2, reversible=True, dvs=False))
+revsformer_4_384 = register(
+    "revsformer_4_384", family="revsformer", reversible=True,
+    counterpart="spikingformer_4_384", **_CIFAR,
+    description="RevSFormer-4-384, CIFAR 32x32: 4 reversible SSA/MLP blocks, stream 768, "
+                "heads 12 (C10) / 8 (C100), LIF tau 2")(
+    _builder(RevSFormer, default_dim=384, default_depth=4, reversible=True, dvs=False))
+revsformer_2_256 = register(
+    "revsformer_2_256", family="revsformer", reversible=True,
+    counterpart="spikingformer_2_256", **_DVS,
+    description="RevSFormer-2-256, DVS 128x128x2 frames: 2 reversible blocks, stream 512, "
+                "16 heads, LIF tau 1.5")(
+    _builder(RevSFormer, default_dim=256, default_depth=2, reversible=True, dvs=True))
+spikingformer_2_384 = register(
+    "spikingformer_2_384", family="spikingformer", reversible=False, **_CIFAR,
+    description="Spikingformer-2-384, CIFAR 32x32: 2 blocks x + SSA(x); x + MLP(x), width 384, "
+                "heads 12 (C10) / 8 (C100), LIF tau 2")(
+    _builder(Spikingformer, default_dim=384, default_depth=2, reversible=False, dvs=False))
+spikingformer_4_384 = register(
+    "spikingformer_4_384", family="spikingformer", reversible=False, **_CIFAR,
+    description="Spikingformer-4-384, CIFAR 32x32: 4 blocks x + SSA(x); x + MLP(x), width 384, "
+                "heads 12 (C10) / 8 (C100), LIF tau 2")(
+    _builder(Spikingformer, default_dim=384, default_depth=4, reversible=False, dvs=False))
+spikingformer_2_256 = register(
+    "spikingformer_2_256", family="spikingformer", reversible=False, **_DVS,
+    description="Spikingformer-2-256, DVS 128x128x2 frames: 2 blocks, width 256, 16 heads, "
+                "LIF tau 1.5")(
+    _builder(Spikingformer, default_dim=256, default_depth=2, reversible=False, dvs=True))
