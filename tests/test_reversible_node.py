@@ -178,3 +178,46 @@ def test_engine_streamlined_flops():
     naive = _flops(jax.grad(_stage_loss("reversible", "naive")), params, x)
     assert stream <= 1.4 * plain, (plain, stream)
     assert stream - fwd <= 0.8 * (naive - fwd), (fwd, stream, naive)
+
+
+# --------------------------------------------------------------------------- networks
+def test_networks_registered_with_node_option():
+    from revsnn_jax.models import count_params, create, get_info
+
+    for name, node, mode in (("vgg11", "lif", "none"), ("vgg11_revnode", "reversible",
+                                                          "reversible"),
+                             ("resnet19", "lif", "none"),
+                             ("resnet19_revnode", "reversible", "reversible")):
+        info = get_info(name)
+        assert info.reversible == (node == "reversible")
+        model = create(name, width=4, num_classes=7, time_steps=2)
+        assert model.node_kind == node and model.memory_mode == mode
+    # the node has no parameters: both nodes give the same parameter count
+    assert count_params(create("vgg11", width=4)) == count_params(create("vgg11_revnode",
+                                                                          width=4))
+    with pytest.raises(ValueError, match="memory_mode"):
+        create("vgg11", memory_mode="reversible")
+
+
+def test_small_vgg11_revnode_learns_digits():
+    import optax
+    from flax import nnx
+
+    from revsnn_jax import steps
+    from revsnn_jax.data import load_digits
+    from revsnn_jax.models import create
+
+    data = load_digits("train")
+    x = jnp.asarray(np.repeat(np.repeat(data.images[:64], 4, axis=1), 4, axis=2))  # 32x32
+    y = jnp.asarray(data.labels[:64])
+    model = create("vgg11_revnode", width=4, time_steps=2, in_channels=1, rngs=nnx.Rngs(0))
+    fns, params, state = steps.split_model(model)
+    opt = optax.adam(1e-2)
+    opt_state = opt.init(params)
+    step = jax.jit(steps.make_train_step(fns, opt))
+    losses = []
+    for _ in range(6):
+        params, state, opt_state, metrics = step(params, state, opt_state, x, y)
+        losses.append(float(metrics["loss"]))
+    assert np.all(np.isfinite(losses))
+    assert losses[-1] < 0.8 * losses[0], losses

@@ -1,11 +1,11 @@
 """Model families and the registry (:func:`create`, :func:`list_models`).
 
-Importing a family module (``resnet``) registers its models.
+Importing a family module (``resnet``, ``vgg``) registers its models.
 """
 
-from revsnn_jax.models import resnet
+from revsnn_jax.models import resnet, vgg
 from revsnn_jax.models.registry import ModelInfo, create, get_info, list_models, register
 from revsnn_jax.models.summary import abstract_model, count_params
 
 __all__ = ["ModelInfo", "abstract_model", "count_params", "create", "get_info", "list_models",
-           "register", "resnet"]
+           "register", "resnet", "vgg"]
