@@ -257,18 +257,17 @@ def revnode_reference(x: Array, cfg: RevNodeConfig = RevNodeConfig(),
 def _forward(cfg: RevNodeConfig, x: Array):
     _, d = cfg.leak
     q = float(2 ** cfg.frac_bits)
-    x1, x2 = _split(x)
-    channels = x1.shape[-1]
+    channels = x.shape[-1] // 2
 
     def step(carry, xt):
         m1, m2 = carry
-        m1, m2, my1, my2, (_, _, s1, s2, r1, r2) = _int_step(cfg, m1, m2, _to_int(xt[0], q),
-                                                            _to_int(xt[1], q))
+        mx1, mx2 = _split(_to_int(xt, q))  # split per step: no [T, ...] half copies
+        m1, m2, my1, my2, (_, _, s1, s2, r1, r2) = _int_step(cfg, m1, m2, mx1, mx2)
         y = jnp.concatenate([my1, my2], -1).astype(x.dtype) / q
         return (m1, m2), (y, _pack(s1, r1, d), _pack(s2, r2, d))
 
-    zeros = jnp.zeros(x1.shape[1:], jnp.int32)
-    (m1, m2), (y, bits1, bits2) = jax.lax.scan(step, (zeros, zeros), (x1, x2))
+    zeros = jnp.zeros((*x.shape[1:-1], channels), jnp.int32)
+    (m1, m2), (y, bits1, bits2) = jax.lax.scan(step, (zeros, zeros), x)
     return y, (m1, m2, bits1, bits2, channels)
 
 
@@ -324,13 +323,13 @@ def _make_node(cfg: RevNodeConfig, backward: str):
     def node_bwd(residuals, gy):
         y, m1, m2, bits1, bits2 = residuals
         dtype = y.dtype
-        y1, y2 = _split(y)
-        gy1, gy2 = _split(gy)
-        channels = y1.shape[-1]
+        channels = y.shape[-1] // 2
 
         def body(carry, step):
             m1n, m2n, gv1, gv2 = carry
-            yt1, yt2, b1, b2, gyt1, gyt2 = step
+            yt, b1, b2, gyt = step
+            yt1, yt2 = _split(yt)  # split per step: no [T, ...] half copies
+            gyt1, gyt2 = _split(gyt)
             s1, r1 = _unpack(b1, channels, d)
             s2, r2 = _unpack(b2, channels, d)
             m1, m2, mx1, mx2, mh1, mh2 = _int_inverse_step(
@@ -346,8 +345,8 @@ def _make_node(cfg: RevNodeConfig, backward: str):
                 gv1, gv2, gx1, gx2 = pullback((gv1, gv2, gyt1, gyt2))
             return (m1, m2, gv1, gv2), jnp.concatenate([gx1, gx2], -1)
 
-        zeros = jnp.zeros(y1.shape[1:], dtype)
-        _, gx = jax.lax.scan(body, (m1, m2, zeros, zeros), (y1, y2, bits1, bits2, gy1, gy2),
+        zeros = jnp.zeros(m1.shape, dtype)
+        _, gx = jax.lax.scan(body, (m1, m2, zeros, zeros), (y, bits1, bits2, gy),
                              reverse=True)
         return (gx,)
 
