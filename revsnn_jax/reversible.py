@@ -21,7 +21,12 @@ The backward walks the blocks in reverse. Per block it evaluates each function f
     dx2 = dy2 + dx2_f
 
 so one reconstruction plus the pullbacks cost about one forward more than plain autodiff
-(~4/3 of a plain step's FLOPs), not two.
+(~4/3 of a plain step's FLOPs), not two. This is ``backward="streamlined"`` (the default).
+``backward="naive"`` is the usual reversible-layer backward (revtorch / RevNet): first
+reconstruct ``x2 = y2 - G(y1)`` by evaluating ``G``, then evaluate ``G`` again inside
+``jax.vjp`` to differentiate it (same for ``F``), with a ``jax.lax.optimization_barrier``
+between the two so XLA cannot merge them: two forwards per function. It exists to measure what
+the streamlined backward saves; the gradients are the same.
 
 ``F`` and ``G`` are pure functions ``(params, state, x_half, key) -> (out_half, new_state)``.
 ``state`` carries mutable statistics such as BatchNorm running averages: the forward pass returns
@@ -62,6 +67,7 @@ from flax import nnx
 from revsnn_jax.nnx_utils import MODEL_STATE, call_capturing, mean_of_sown, merge_fresh
 
 __all__ = [
+    "BACKWARDS",
     "MEMORY_MODES",
     "BlockFn",
     "ReversibleReport",
@@ -72,6 +78,7 @@ __all__ = [
 ]
 
 MEMORY_MODES = ("reversible", "checkpoint", "none")
+BACKWARDS = ("streamlined", "naive")
 
 PyTree = Any
 # (params, state, x_half, key) -> (out_half, new_state)
@@ -184,7 +191,12 @@ def _zero_cotangent(tree: PyTree) -> PyTree:
     return jax.tree.map(zero, tree)
 
 
-def _make_reversible(f: BlockFn, g: BlockFn):
+def _check_backward(backward: str) -> None:
+    if backward not in BACKWARDS:
+        raise ValueError(f"unknown backward {backward!r}; choose one of {', '.join(BACKWARDS)}")
+
+
+def _make_reversible(f: BlockFn, g: BlockFn, backward: str = "streamlined"):
     """The stage as one custom-VJP function of ``(params, state, x, key)``."""
 
     @jax.custom_vjp
@@ -202,6 +214,22 @@ def _make_reversible(f: BlockFn, g: BlockFn):
         pf, pg = params
         sf, sg = state
         kf, kg = _block_keys(key, _num_blocks(params))
+
+        def naive_body(carry, block):
+            y1, y2, dy1, dy2 = carry
+            pf_i, pg_i, sf_i, sg_i, kf_i, kg_i = block
+            # Reconstruct with one evaluation of G, then differentiate it with another.
+            x2 = y2 - g(pg_i, sg_i, y1, kg_i)[0]
+            y1_b, x2 = jax.lax.optimization_barrier((y1, x2))
+            _, g_pullback = jax.vjp(lambda p, z: g(p, sg_i, z, kg_i)[0], pg_i, y1_b)
+            dpg, dy1_from_g = g_pullback(dy2)
+            dx1 = dy1 + dy1_from_g
+            x1 = y1 - f(pf_i, sf_i, x2, kf_i)[0]
+            x2_b, x1 = jax.lax.optimization_barrier((x2, x1))
+            _, f_pullback = jax.vjp(lambda p, z: f(p, sf_i, z, kf_i)[0], pf_i, x2_b)
+            dpf, dx2_from_f = f_pullback(dx1)
+            dx2 = dy2 + dx2_from_f
+            return (x1, x2, dx1, dx2), (dpf, dpg)
 
         def body(carry, block):
             y1, y2, dy1, dy2 = carry
@@ -221,7 +249,7 @@ def _make_reversible(f: BlockFn, g: BlockFn):
         y1, y2 = _split_halves(y)
         dy1, dy2 = _split_halves(dy)
         (_, _, dx1, dx2), dparams = jax.lax.scan(
-            body, (y1, y2, dy1, dy2), (pf, pg, sf, sg, kf, kg), reverse=True)
+            naive_body if backward == "naive" else body, (y1, y2, dy1, dy2), (pf, pg, sf, sg, kf, kg), reverse=True)
         dx = jnp.concatenate([dx1, dx2], axis=-1)
         return dparams, _zero_cotangent(state), dx, None
 
@@ -239,6 +267,7 @@ def reversible_stage(
     key: Any = None,
     *,
     memory_mode: str = "reversible",
+    backward: str = "streamlined",
 ) -> tuple[jax.Array, tuple[PyTree, PyTree]]:
     """Run ``N`` reversible coupling blocks over ``x`` and return ``(y, new_state)``.
 
@@ -254,12 +283,15 @@ def reversible_stage(
       key: a PRNG key for randomness inside F/G (split per block and function, replayed in the
         backward), or ``None``.
       memory_mode: ``"reversible"``, ``"checkpoint"`` or ``"none"`` (module docstring).
+      backward: for ``"reversible"``: ``"streamlined"`` (each function evaluated once in the
+        backward, default) or ``"naive"`` (evaluated twice: reconstruct, then differentiate).
 
     Returns:
       ``y`` shaped like ``x`` and the new state, stacked like ``state`` (the forward's update,
       emitted once).
     """
     _check_mode(memory_mode)
+    _check_backward(backward)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"x must be floating, got dtype {x.dtype}")
@@ -271,7 +303,7 @@ def reversible_stage(
         _check_state(state, num_blocks)
     f, g = _checked_output("F", f), _checked_output("G", g)
     if memory_mode == "reversible":
-        return _make_reversible(f, g)(params, state, x, key)
+        return _make_reversible(f, g, backward)(params, state, x, key)
     return _scan_forward(f, g, params, state, x, key, checkpoint=memory_mode == "checkpoint")
 
 
@@ -505,7 +537,8 @@ class ReversibleSequence(nnx.Module):
     ``[..., C/2] -> [..., C/2]``. Their parameters are created stacked along a leading block
     axis (``self.f`` / ``self.g``) and the stage runs through :func:`reversible_stage` under
     ``memory_mode``. BatchNorm statistics are updated once per forward; dropout and other RNG
-    streams held by the sub-modules are replayed exactly in the backward.
+    streams held by the sub-modules are replayed exactly in the backward. ``backward`` is
+    ``"streamlined"`` (default) or ``"naive"`` (see :func:`reversible_stage`).
 
     Example::
 
@@ -522,12 +555,15 @@ class ReversibleSequence(nnx.Module):
         *,
         rngs: nnx.Rngs,
         memory_mode: str = "reversible",
+        backward: str = "streamlined",
     ) -> None:
         _check_mode(memory_mode)
+        _check_backward(backward)
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
         self.num_blocks = num_blocks
         self.memory_mode = memory_mode
+        self.backward = backward
         self.f = _stack_modules(make_f, num_blocks, rngs)
         self.g = _stack_modules(make_g, num_blocks, rngs)
 
@@ -536,7 +572,7 @@ class ReversibleSequence(nnx.Module):
         g_fn, g_params, g_state = _as_block_fn(self.g)
         y, ((f_new, f_rate), (g_new, g_rate)) = reversible_stage(
             f_fn, g_fn, (f_params, g_params), (f_state, g_state), x,
-            memory_mode=self.memory_mode)
+            memory_mode=self.memory_mode, backward=getattr(self, "backward", "streamlined"))
         nnx.update(self.f, f_new)
         nnx.update(self.g, g_new)
         rates = [r for r in (f_rate, g_rate) if r is not None]

@@ -4,9 +4,9 @@ Importing a family module (``resnet``, ``former``, ``trevsnn``, ``vgg``, ``mlp``
 models.
 """
 
-from revsnn_jax.models import former, mlp, resnet, trevsnn
+from revsnn_jax.models import former, mlp, resnet, trevsnn, vgg
 from revsnn_jax.models.registry import ModelInfo, create, get_info, list_models, register
 from revsnn_jax.models.summary import abstract_model, count_params
 
 __all__ = ["ModelInfo", "abstract_model", "count_params", "create", "former", "get_info",
-           "list_models", "mlp", "register", "resnet", "trevsnn"]
+           "list_models", "mlp", "register", "resnet", "trevsnn", "vgg"]
