@@ -572,7 +572,7 @@ class ReversibleSequence(nnx.Module):
         g_fn, g_params, g_state = _as_block_fn(self.g)
         y, ((f_new, f_rate), (g_new, g_rate)) = reversible_stage(
             f_fn, g_fn, (f_params, g_params), (f_state, g_state), x,
-            memory_mode=self.memory_mode, backward=getattr(self, "backward", "streamlined"))
+            memory_mode=self.memory_mode, backward=self.backward)
         nnx.update(self.f, f_new)
         nnx.update(self.g, g_new)
         rates = [r for r in (f_rate, g_rate) if r is not None]
