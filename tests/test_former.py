@@ -155,14 +155,14 @@ def _numpy_initialised(name, dtype, seed=0, **kw):
 
 
 def _grads(name, memory_mode, x, y, dtype):
-    from revsnn_jax import steps
+    from revsnn_jax import losses, steps
 
     model = _numpy_initialised(name, dtype, memory_mode=memory_mode, **SMALL)
     fns, params, state = steps.split_model(model)
 
     def loss(p):
         logits, new_state = fns.apply(p, state, x, train=True)
-        return steps.cross_entropy(logits, y), (logits, new_state)
+        return losses.cross_entropy(logits, y), (logits, new_state)
 
     (value, (logits, new_state)), g = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
     return value, logits, new_state, g
