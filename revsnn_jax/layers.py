@@ -23,7 +23,7 @@ Defaults follow the PyTorch reference (mi804/RevSNN, SpikingJelly ``SeqToANNCont
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
@@ -42,6 +42,7 @@ __all__ = [
     "global_avg_pool",
     "kaiming_normal_fan_out",
     "max_pool",
+    "run_blocks",
 ]
 
 Array = jax.Array
@@ -203,3 +204,15 @@ def max_pool(x: Array, window: int = 3, stride: int = 2, padding: int = 1) -> Ar
 def global_avg_pool(x: Array) -> Array:
     """Mean over the two spatial axes of ``[..., H, W, C]`` (``AdaptiveAvgPool2d(1)`` + flatten)."""
     return jnp.mean(x, axis=(-3, -2))
+
+
+def _call_block(block: nnx.Module, x: Array) -> Array:
+    return block(x)
+
+
+def run_blocks(blocks: Iterable[nnx.Module], x: Array, memory_mode: str) -> Array:
+    """Apply ``blocks`` in order; ``memory_mode="checkpoint"`` rematerialises each block
+    (:func:`flax.nnx.remat`: keep the block's input, recompute its inside in the backward)."""
+    for block in blocks:
+        x = nnx.remat(_call_block)(block, x) if memory_mode == "checkpoint" else block(x)
+    return x

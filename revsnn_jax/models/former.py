@@ -56,7 +56,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from revsnn_jax import surrogate
-from revsnn_jax.layers import BatchNorm, SpikingNeuron
+from revsnn_jax.layers import BatchNorm, SpikingNeuron, run_blocks
 from revsnn_jax.models.registry import register
 from revsnn_jax.neurons import NeuronConfig
 from revsnn_jax.reversible import ReversibleSequence
@@ -449,10 +449,6 @@ class SpikingformerBlock(nnx.Module):
         return x + self.mlp(x)
 
 
-def _call_block(block: nnx.Module, x: Array) -> Array:
-    return block(x)
-
-
 class Spikingformer(nnx.Module):
     """Spikingformer-``depth``-``dim``, RevSFormer's non-reversible counterpart.
 
@@ -479,12 +475,7 @@ class Spikingformer(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         x = self.tokenizer(x)
-        for block in self.layers:
-            if self.memory_mode == "checkpoint":
-                x = nnx.remat(_call_block)(block, x)
-            else:
-                x = block(x)
-        return self.head(x)
+        return self.head(run_blocks(self.layers, x, self.memory_mode))
 
 
 # --------------------------------------------------------------------------- registry

@@ -43,6 +43,7 @@ from revsnn_jax.layers import (
     avg_pool,
     global_avg_pool,
     max_pool,
+    run_blocks,
 )
 from revsnn_jax.models.registry import register
 from revsnn_jax.neurons import NeuronConfig
@@ -301,16 +302,7 @@ class MSResNet(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         x = self.stem(x)
-        for block in self.layers:
-            if self.memory_mode == "checkpoint":
-                x = nnx.remat(_call_block)(block, x)
-            else:
-                x = block(x)
-        return self.head(x)
-
-
-def _call_block(block: nnx.Module, x: Array) -> Array:
-    return block(x)
+        return self.head(run_blocks(self.layers, x, self.memory_mode))
 
 
 # --------------------------------------------------------------------------- registry
