@@ -196,6 +196,27 @@ def _check_backward(backward: str) -> None:
         raise ValueError(f"unknown backward {backward!r}; choose one of {', '.join(BACKWARDS)}")
 
 
+def _undo_coupling(fn: BlockFn, params, state, key, z, y, dy, naive: bool):
+    """Undo ``y = x + fn(z)``: return ``x`` and the pullback of ``dy`` (``d params, d z``).
+
+    Streamlined: ``fn`` runs once, ``jax.vjp`` gives both the value that rebuilds ``x`` and the
+    pullback. Naive (the usual reversible-layer backward): ``fn`` runs once to rebuild ``x`` and
+    again inside ``jax.vjp``; an optimisation barrier keeps XLA from sharing the two runs.
+    """
+    def call(p, v):
+        return fn(p, state, v, key)[0]
+
+    if naive:
+        x = y - call(params, z)
+        z, x = jax.lax.optimization_barrier((z, x))
+        _, pullback = jax.vjp(call, params, z)
+    else:
+        out, pullback = jax.vjp(call, params, z)
+        x = y - out
+    d_params, d_z = pullback(dy)
+    return x, d_params, d_z
+
+
 def _make_reversible(f: BlockFn, g: BlockFn, backward: str = "streamlined"):
     """The stage as one custom-VJP function of ``(params, state, x, key)``."""
 
@@ -215,41 +236,23 @@ def _make_reversible(f: BlockFn, g: BlockFn, backward: str = "streamlined"):
         sf, sg = state
         kf, kg = _block_keys(key, _num_blocks(params))
 
-        def naive_body(carry, block):
-            y1, y2, dy1, dy2 = carry
-            pf_i, pg_i, sf_i, sg_i, kf_i, kg_i = block
-            # Reconstruct with one evaluation of G, then differentiate it with another.
-            x2 = y2 - g(pg_i, sg_i, y1, kg_i)[0]
-            y1_b, x2 = jax.lax.optimization_barrier((y1, x2))
-            _, g_pullback = jax.vjp(lambda p, z: g(p, sg_i, z, kg_i)[0], pg_i, y1_b)
-            dpg, dy1_from_g = g_pullback(dy2)
-            dx1 = dy1 + dy1_from_g
-            x1 = y1 - f(pf_i, sf_i, x2, kf_i)[0]
-            x2_b, x1 = jax.lax.optimization_barrier((x2, x1))
-            _, f_pullback = jax.vjp(lambda p, z: f(p, sf_i, z, kf_i)[0], pf_i, x2_b)
-            dpf, dx2_from_f = f_pullback(dx1)
-            dx2 = dy2 + dx2_from_f
-            return (x1, x2, dx1, dx2), (dpf, dpg)
+        naive = backward == "naive"
 
         def body(carry, block):
             y1, y2, dy1, dy2 = carry
             pf_i, pg_i, sf_i, sg_i, kf_i, kg_i = block
-            # G once: its value reconstructs x2, its pullback gives the cotangents.
-            g_out, g_pullback = jax.vjp(lambda p, z: g(p, sg_i, z, kg_i)[0], pg_i, y1)
-            x2 = y2 - g_out
-            dpg, dy1_from_g = g_pullback(dy2)
+            # y2 = x2 + G(y1): rebuild x2, pull dy2 back through G.
+            x2, dpg, dy1_from_g = _undo_coupling(g, pg_i, sg_i, kg_i, y1, y2, dy2, naive)
             dx1 = dy1 + dy1_from_g
-            # F once: reconstructs x1 and pulls back the total cotangent of y1.
-            f_out, f_pullback = jax.vjp(lambda p, z: f(p, sf_i, z, kf_i)[0], pf_i, x2)
-            x1 = y1 - f_out
-            dpf, dx2_from_f = f_pullback(dx1)
+            # y1 = x1 + F(x2): rebuild x1, pull the total cotangent of y1 back through F.
+            x1, dpf, dx2_from_f = _undo_coupling(f, pf_i, sf_i, kf_i, x2, y1, dx1, naive)
             dx2 = dy2 + dx2_from_f
             return (x1, x2, dx1, dx2), (dpf, dpg)
 
         y1, y2 = _split_halves(y)
         dy1, dy2 = _split_halves(dy)
         (_, _, dx1, dx2), dparams = jax.lax.scan(
-            naive_body if backward == "naive" else body, (y1, y2, dy1, dy2), (pf, pg, sf, sg, kf, kg), reverse=True)
+            body, (y1, y2, dy1, dy2), (pf, pg, sf, sg, kf, kg), reverse=True)
         dx = jnp.concatenate([dx1, dx2], axis=-1)
         return dparams, _zero_cotangent(state), dx, None
 
