@@ -69,8 +69,10 @@ class _Spiking(nnx.Module):
     """Fire-and-reset settings shared by IF, LIF and PLIF."""
 
     def __init__(self, v_threshold: float, v_reset: float | None, detach_reset: bool,
-                 surrogate: surrogate_lib.SurrogateLike) -> None:
+                 surrogate: surrogate_lib.SurrogateLike, unroll: neurons.Unroll) -> None:
         _check_reset(v_threshold, v_reset)
+        neurons.scan_unroll(1, unroll)  # rejects a bad value at construction
+        self.unroll = unroll
         self.v_threshold = v_threshold
         self.v_reset = v_reset
         self.detach_reset = bool(detach_reset)
@@ -79,7 +81,7 @@ class _Spiking(nnx.Module):
 
     def _reset_kwargs(self) -> dict[str, Any]:
         return dict(v_threshold=self.v_threshold, v_reset=self.v_reset,
-                    detach_reset=self.detach_reset, surrogate=self.surrogate)
+                    detach_reset=self.detach_reset, surrogate=self.surrogate, unroll=self.unroll)
 
 
 class IF(_Spiking):
@@ -87,13 +89,15 @@ class IF(_Spiking):
 
     ``IF()(x)`` on ``x`` shaped ``[T, ...]`` returns the spikes ``[T, ...]``;
     ``return_state=True`` returns ``(spikes, v_final)``, ``return_trace=True``
-    ``(spikes, v_final, v_trace)``.
+    ``(spikes, v_final, v_trace)``. ``unroll`` is passed to the scan over time
+    (:func:`revsnn_jax.neurons.scan_unroll`: by default ``T <= 16`` is unrolled).
     """
 
     def __init__(self, *, v_threshold: float = 1.0, v_reset: float | None = 0.0,
                  detach_reset: bool = False,
-                 surrogate: surrogate_lib.SurrogateLike = "sigmoid") -> None:
-        super().__init__(v_threshold, v_reset, detach_reset, surrogate)
+                 surrogate: surrogate_lib.SurrogateLike = "sigmoid",
+                 unroll: neurons.Unroll = None) -> None:
+        super().__init__(v_threshold, v_reset, detach_reset, surrogate, unroll)
 
     def __call__(self, x: Array, v_init: Array | None = None, *, return_state: bool = False,
                  return_trace: bool = False):
@@ -112,9 +116,10 @@ class LIF(_Spiking):
 
     def __init__(self, *, tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
                  v_reset: float | None = 0.0, detach_reset: bool = False,
-                 surrogate: surrogate_lib.SurrogateLike = "sigmoid") -> None:
+                 surrogate: surrogate_lib.SurrogateLike = "sigmoid",
+                 unroll: neurons.Unroll = None) -> None:
         neurons._check_tau(tau)
-        super().__init__(v_threshold, v_reset, detach_reset, surrogate)
+        super().__init__(v_threshold, v_reset, detach_reset, surrogate, unroll)
         self.tau = tau
         self.decay_input = bool(decay_input)
 
@@ -138,11 +143,12 @@ class PLIF(_Spiking):
     def __init__(self, *, tau: float = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
                  v_reset: float | None = 0.0, detach_reset: bool = False,
                  surrogate: surrogate_lib.SurrogateLike = "sigmoid",
-                 shape: tuple[int, ...] = (), param_dtype: Any = jnp.float32) -> None:
+                 shape: tuple[int, ...] = (), param_dtype: Any = jnp.float32,
+                 unroll: neurons.Unroll = None) -> None:
         if not (isinstance(tau, numbers.Real) and tau > 0):
             raise ValueError(f"tau must be positive, got {tau!r}")
         w0 = neurons.plif_w_from_tau(float(tau))  # also rejects 0 < tau <= 1
-        super().__init__(v_threshold, v_reset, detach_reset, surrogate)
+        super().__init__(v_threshold, v_reset, detach_reset, surrogate, unroll)
         self.decay_input = bool(decay_input)
         self.w = nnx.Param(jnp.full(tuple(shape), w0, dtype=param_dtype))
 

@@ -28,9 +28,16 @@ Constants (``tau``, ``v_threshold``, ``v_reset``, PLIF's ``w``) are scalars or a
 broadcast to one step's shape (e.g. one value per channel); they are cast to ``x``'s dtype, so a
 float32 input keeps a float32 state whatever the constants' dtype.
 
-Multi-step functions run ``jax.lax.scan`` over the leading axis: the compiled program has one
-loop body whatever ``T`` is (no unrolling). Weights are not applied inside the scan; apply them
-once to the merged ``[T * B, ...]`` input before calling a neuron.
+Multi-step functions run ``jax.lax.scan`` over the leading axis. ``unroll`` is the scan's
+``unroll``: ``None`` (the default) unrolls short sequences completely, ``T <=``
+:data:`AUTO_UNROLL_MAX_STEPS` (16), and keeps one rolled loop body for longer ones; ``1`` always
+keeps the loop, ``True`` always unrolls. Why: XLA keeps a rolled loop's stacked outputs (spikes
+and the potentials its backward needs) in loop buffers plus copies, which an unrolled loop lets it
+share; on XLA:CPU a training step of MS-ResNet34 (CIFAR, T = 4) needs 51.5 MiB per image with
+the time loops unrolled and 94.9 MiB with them rolled, for the same compile time. For long
+sequences (hundreds of steps) a rolled loop keeps the program and its compile time independent
+of ``T``. Weights are not applied inside the scan; apply them once to the merged
+``[T * B, ...]`` input before calling a neuron.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import numpy as np
 from revsnn_jax import surrogate as surrogate_lib
 
 __all__ = [
+    "AUTO_UNROLL_MAX_STEPS",
     "NeuronConfig",
     "if_multistep",
     "if_step",
@@ -55,9 +63,15 @@ __all__ = [
     "plif_step",
     "plif_w_from_tau",
     "quantize_spike",
+    "scan_unroll",
 ]
 
 Array = jax.Array
+
+#: Sequences up to this many steps are unrolled completely when ``unroll=None`` (the default).
+AUTO_UNROLL_MAX_STEPS = 16
+
+Unroll = int | bool | None
 ArrayLike = Any
 
 
@@ -76,6 +90,22 @@ class NeuronConfig(NamedTuple):
     decay_input: bool = True
     detach_reset: bool = False
     surrogate: surrogate_lib.SurrogateLike = "sigmoid"
+    unroll: int | bool | None = None
+
+
+def scan_unroll(time_steps: int, unroll: int | bool | None = None) -> int | bool:
+    """The ``unroll`` to give ``jax.lax.scan`` over ``time_steps`` steps.
+
+    ``None`` means: unroll completely when ``time_steps <= AUTO_UNROLL_MAX_STEPS``, else keep
+    one rolled loop body (``1``). An ``int >= 1`` or a ``bool`` is passed through.
+    """
+    if unroll is None:
+        return True if time_steps <= AUTO_UNROLL_MAX_STEPS else 1
+    if isinstance(unroll, bool):
+        return unroll
+    if not isinstance(unroll, int | np.integer) or unroll < 1:
+        raise ValueError(f"unroll must be None, a bool or an int >= 1, got {unroll!r}")
+    return int(unroll)
 
 
 # --------------------------------------------------------------------------- input checks
@@ -299,12 +329,13 @@ def _scan_neuron(
     detach_reset: bool,
     spike_fn: Callable[[Array], Array],
     return_trace: bool,
+    unroll: Unroll,
 ):
     def step(v, x_t):
         s, v_next = _fire_and_reset(charge(x_t, v), v_threshold, v_reset, detach_reset, spike_fn)
         return v_next, ((s, v_next) if return_trace else s)
 
-    v_final, out = jax.lax.scan(step, v0, x)
+    v_final, out = jax.lax.scan(step, v0, x, unroll=scan_unroll(x.shape[0], unroll))
     if return_trace:
         spikes, trace = out
         return spikes, v_final, trace
@@ -320,17 +351,19 @@ def if_multistep(
     surrogate: surrogate_lib.SurrogateLike = "sigmoid",
     v_init: ArrayLike | None = None,
     return_trace: bool = False,
+    unroll: Unroll = None,
 ):
     """Integrate-and-fire over ``x`` shaped ``[T, ...]`` with ``jax.lax.scan``.
 
     Returns ``(spikes, final_v)``, or ``(spikes, final_v, v_trace)`` with ``return_trace=True``;
     ``v_trace[t]`` is the potential after step ``t``'s reset (SpikingJelly's ``v_seq``).
+    ``unroll``: see :func:`scan_unroll` (default: unroll ``T <= 16`` completely).
     """
     x, v0 = _check_sequence(x, v_init)
     v_threshold, v_reset = _reset_constants(x, v0.shape, v_threshold, v_reset)
     spike_fn = surrogate_lib.get(surrogate)
     return _scan_neuron(lambda x_t, v: v + x_t, x, v0, v_threshold, v_reset, detach_reset,
-                        spike_fn, return_trace)
+                        spike_fn, return_trace, unroll)
 
 
 def lif_multistep(
@@ -344,6 +377,7 @@ def lif_multistep(
     surrogate: surrogate_lib.SurrogateLike = "sigmoid",
     v_init: ArrayLike | None = None,
     return_trace: bool = False,
+    unroll: Unroll = None,
 ):
     """Leaky integrate-and-fire over ``x`` shaped ``[T, ...]`` with ``jax.lax.scan``.
 
@@ -354,7 +388,7 @@ def lif_multistep(
     v_threshold, v_reset = _reset_constants(x, v0.shape, v_threshold, v_reset)
     spike_fn = surrogate_lib.get(surrogate)
     return _scan_neuron(lambda x_t, v: _lif_charge(x_t, v, inv_tau, v_reset, decay_input),
-                        x, v0, v_threshold, v_reset, detach_reset, spike_fn, return_trace)
+                        x, v0, v_threshold, v_reset, detach_reset, spike_fn, return_trace, unroll)
 
 
 def plif_multistep(
@@ -368,6 +402,7 @@ def plif_multistep(
     surrogate: surrogate_lib.SurrogateLike = "sigmoid",
     v_init: ArrayLike | None = None,
     return_trace: bool = False,
+    unroll: Unroll = None,
 ):
     """Parametric LIF over ``x`` shaped ``[T, ...]``: ``1 / tau = sigmoid(w)``, ``w`` learnable.
 
@@ -379,7 +414,7 @@ def plif_multistep(
     v_threshold, v_reset = _reset_constants(x, v0.shape, v_threshold, v_reset)
     spike_fn = surrogate_lib.get(surrogate)
     return _scan_neuron(lambda x_t, v: _lif_charge(x_t, v, inv_tau, v_reset, decay_input),
-                        x, v0, v_threshold, v_reset, detach_reset, spike_fn, return_trace)
+                        x, v0, v_threshold, v_reset, detach_reset, spike_fn, return_trace, unroll)
 
 
 def neuron_multistep(x: ArrayLike, config: NeuronConfig) -> Array:
@@ -390,11 +425,13 @@ def neuron_multistep(x: ArrayLike, config: NeuronConfig) -> Array:
     """
     if config.kind == "if":
         return if_multistep(x, v_threshold=config.v_threshold, v_reset=config.v_reset,
-                            detach_reset=config.detach_reset, surrogate=config.surrogate)[0]
+                            detach_reset=config.detach_reset, surrogate=config.surrogate,
+                            unroll=config.unroll)[0]
     if config.kind == "lif":
         return lif_multistep(x, tau=config.tau, decay_input=config.decay_input,
                              v_threshold=config.v_threshold, v_reset=config.v_reset,
-                             detach_reset=config.detach_reset, surrogate=config.surrogate)[0]
+                             detach_reset=config.detach_reset, surrogate=config.surrogate,
+                            unroll=config.unroll)[0]
     if config.kind == "quant":
         return quantize_spike(x)
     raise ValueError(f"unknown neuron kind {config.kind!r}; choose 'if', 'lif' or 'quant'")

@@ -71,6 +71,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from revsnn_jax import surrogate as surrogate_lib
+from revsnn_jax.neurons import scan_unroll
 
 __all__ = [
     "BACKWARDS",
@@ -98,8 +99,12 @@ class RevNodeConfig:
     surrogate: Any = "sigmoid"
     detach_reset: bool = False
     frac_bits: int = 12
+    #: ``jax.lax.scan``'s unroll over T (:func:`revsnn_jax.neurons.scan_unroll`: by default
+    #: ``T <= 16`` is unrolled completely).
+    unroll: int | bool | None = None
 
     def __post_init__(self) -> None:
+        scan_unroll(1, self.unroll)  # rejects a bad value here
         if not (1.0 <= self.tau < math.inf):
             raise ValueError(f"tau must be finite and >= 1, got {self.tau}")
         if not 1 <= self.frac_bits <= 20:
@@ -249,7 +254,8 @@ def revnode_reference(x: Array, cfg: RevNodeConfig = RevNodeConfig(),
         return (v1, v2), (jnp.concatenate([y1, y2], -1), v1, v2)
 
     zeros = jnp.zeros(x1.shape[1:], x.dtype)
-    _, (y, v1s, v2s) = jax.lax.scan(step, (zeros, zeros), (x1, x2))
+    _, (y, v1s, v2s) = jax.lax.scan(step, (zeros, zeros), (x1, x2),
+                                    unroll=scan_unroll(x.shape[0], cfg.unroll))
     return (y, (v1s, v2s)) if return_potentials else y
 
 
@@ -267,7 +273,8 @@ def _forward(cfg: RevNodeConfig, x: Array):
         return (m1, m2), (y, _pack(s1, r1, d), _pack(s2, r2, d))
 
     zeros = jnp.zeros((*x.shape[1:-1], channels), jnp.int32)
-    (m1, m2), (y, bits1, bits2) = jax.lax.scan(step, (zeros, zeros), x)
+    (m1, m2), (y, bits1, bits2) = jax.lax.scan(step, (zeros, zeros), x,
+                                                unroll=scan_unroll(x.shape[0], cfg.unroll))
     return y, (m1, m2, bits1, bits2, channels)
 
 
@@ -347,7 +354,7 @@ def _make_node(cfg: RevNodeConfig, backward: str):
 
         zeros = jnp.zeros(m1.shape, dtype)
         _, gx = jax.lax.scan(body, (m1, m2, zeros, zeros), (y, bits1, bits2, gy),
-                             reverse=True)
+                             reverse=True, unroll=scan_unroll(y.shape[0], cfg.unroll))
         return (gx,)
 
     node.defvjp(node_fwd, node_bwd)
@@ -407,7 +414,8 @@ def revnode_inverse(y: Array, final_potentials: tuple[Array, Array], bits: tuple
         x = jnp.concatenate([mx1, mx2], -1).astype(y.dtype) / q
         return (m1, m2), (x, m1n.astype(y.dtype) / q, m2n.astype(y.dtype) / q)
 
-    _, (x, v1s, v2s) = jax.lax.scan(body, final_potentials, (y1, y2, *bits), reverse=True)
+    _, (x, v1s, v2s) = jax.lax.scan(body, final_potentials, (y1, y2, *bits), reverse=True,
+                                    unroll=scan_unroll(y.shape[0], cfg.unroll))
     return x, (v1s, v2s)
 
 

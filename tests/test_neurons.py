@@ -138,15 +138,45 @@ def test_jit_equals_eager_and_vmap_over_batch():
                                       np.asarray(neurons.plif_multistep(x, ws[i])[0]))
 
 
-def test_scan_is_not_unrolled():
-    def lowered_size(t):
-        x = jnp.zeros((t, 8), jnp.float32)
-        f = lambda x: neurons.lif_multistep(x, v_reset=None, return_trace=True)  # noqa: E731
-        return len(jax.jit(f).lower(x).as_text())
+def _lowered(t, unroll):
+    x = jnp.zeros((t, 8), jnp.float32)
+    f = lambda x: neurons.lif_multistep(x, v_reset=None, return_trace=True,  # noqa: E731
+                                        unroll=unroll)
+    return jax.jit(f).lower(x).as_text()
 
-    small, large = lowered_size(4), lowered_size(256)
-    # only the shapes' digits change (4 -> 256); an unrolled loop would grow ~64x
+
+def _lowered_size(t, unroll):
+    return len(_lowered(t, unroll))
+
+
+@pytest.mark.parametrize("unroll", [1, None])
+def test_long_scans_stay_rolled(unroll):
+    # only the shapes' digits change (32 -> 256); an unrolled loop would grow ~8x. Short
+    # sequences compared with unroll=1: the default unrolls T <= 16 (next test).
+    small, large = _lowered_size(32 if unroll is None else 4, unroll), _lowered_size(256, unroll)
     assert abs(large - small) < 0.02 * small, (small, large)
+
+
+def test_short_scans_unroll_by_default_and_match_the_rolled_loop():
+    assert neurons.scan_unroll(neurons.AUTO_UNROLL_MAX_STEPS) is True
+    assert neurons.scan_unroll(neurons.AUTO_UNROLL_MAX_STEPS + 1) == 1
+    assert "stablehlo.while" not in _lowered(8, None)  # eight bodies, no loop
+    assert "stablehlo.while" in _lowered(8, 1)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 5)), jnp.float64)
+
+    def loss(x, unroll):
+        s, v = neurons.lif_multistep(x * 2, v_reset=None, unroll=unroll)
+        return jnp.sum(s * jnp.arange(5)) + jnp.sum(v ** 2)
+
+    for unroll in (None, 2, True):
+        np.testing.assert_array_equal(loss(x, unroll), loss(x, 1))
+        np.testing.assert_allclose(jax.grad(loss)(x, unroll), jax.grad(loss)(x, 1), rtol=1e-14)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "yes"])
+def test_bad_unroll_is_rejected(bad):
+    with pytest.raises(ValueError, match="unroll"):
+        neurons.lif_multistep(jnp.zeros((4, 2), jnp.float32), unroll=bad)
 
 
 # --------------------------------------------------------------------------- gradients

@@ -58,7 +58,7 @@ from flax import nnx
 from revsnn_jax import surrogate
 from revsnn_jax.layers import BatchNorm, SpikingNeuron, run_blocks
 from revsnn_jax.models.registry import register
-from revsnn_jax.neurons import NeuronConfig
+from revsnn_jax.neurons import NeuronConfig, scan_unroll
 from revsnn_jax.reversible import ReversibleSequence
 
 __all__ = [
@@ -130,7 +130,8 @@ def _lean_lif_fwd(x, tau, v_threshold, spike_fn):
         s = (h >= v_th).astype(x.dtype)
         return h * (1 - s), (s, h)
 
-    _, (spikes, h) = jax.lax.scan(step, jnp.zeros(x.shape[1:], x.dtype), x)
+    _, (spikes, h) = jax.lax.scan(step, jnp.zeros(x.shape[1:], x.dtype), x,
+                                  unroll=scan_unroll(x.shape[0]))
     return spikes, h
 
 
@@ -144,7 +145,8 @@ def _lean_lif_bwd(tau, v_threshold, spike_fn, h, g):
         dh = g_t * spike_fn.derivative(h_t - v_th) + dv * not_fired
         return dh * (1 - inv_tau), dh * inv_tau
 
-    _, dx = jax.lax.scan(step, jnp.zeros(h.shape[1:], h.dtype), (h, g), reverse=True)
+    _, dx = jax.lax.scan(step, jnp.zeros(h.shape[1:], h.dtype), (h, g), reverse=True,
+                         unroll=scan_unroll(h.shape[0]))
     return (dx,)
 
 
