@@ -21,6 +21,7 @@ Usage: ``PYTHONPATH=. python experiments/bench_revnode.py [--quick]``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -104,14 +105,21 @@ def _flops(fn, *args) -> float:
 
 
 def node_flops(shape=(4, 8, 16, 16, 64)):
+    # rolled time loops in every build (unroll=1): XLA counts one loop body, the same structure
+    # everywhere (unrolled, fusion duplicates cheap producers and blurs the comparison)
+    cfg = dataclasses.replace(vgg.REV_NODE, unroll=1)
+    lif = vgg.LIF_NODE
     x = jax.ShapeDtypeStruct(shape, jnp.float32)
-    fwd = _flops(lambda x: jnp.sum(_revnode(x) ** 2), x)
-    out = {"shape": list(shape), "forward": fwd}
+    fwd = _flops(lambda x: jnp.sum(reversible_node(x, cfg) ** 2), x)
+    out = {"shape": list(shape), "forward": fwd, "unroll": 1}
     for backward in ("streamlined", "naive"):
         out[backward] = _flops(jax.grad(lambda x, b=backward: jnp.sum(
-            reversible_node(x, vgg.REV_NODE, backward=b) ** 2)), x)
-    out["autodiff"] = _flops(jax.grad(lambda x: jnp.sum(_revnode_plain(x) ** 2)), x)
-    out["lif_autodiff"] = _flops(jax.grad(lambda x: jnp.sum(_lif(x) ** 2)), x)
+            reversible_node(x, cfg, backward=b) ** 2)), x)
+    out["autodiff"] = _flops(jax.grad(lambda x: jnp.sum(
+        reversible_node(x, cfg, memory_mode="none") ** 2)), x)
+    out["lif_autodiff"] = _flops(jax.grad(lambda x: jnp.sum(neurons.lif_multistep(
+        x, tau=lif.tau, v_threshold=lif.v_threshold, v_reset=lif.v_reset,
+        surrogate=lif.surrogate, unroll=1)[0] ** 2)), x)
     out["backward_ratio_streamlined_vs_naive"] = (out["streamlined"] - fwd) / (out["naive"] - fwd)
     return out
 
@@ -120,8 +128,8 @@ def _branch(p, s, x, key, final_bn=True):
     def bn(h):
         return (h - jnp.mean(h, (0, 1))) * jax.lax.rsqrt(jnp.var(h, (0, 1)) + 1e-5)
 
-    h = bn(neurons.if_multistep(x, surrogate="atan")[0] @ p["w1"])
-    h = neurons.if_multistep(h, surrogate="atan")[0] @ p["w2"]
+    h = bn(neurons.if_multistep(x, surrogate="atan", unroll=1)[0] @ p["w1"])
+    h = neurons.if_multistep(h, surrogate="atan", unroll=1)[0] @ p["w2"]
     return (bn(h) if final_bn else h), s
 
 
