@@ -833,7 +833,8 @@ def _prepare_workdir(cfg: TrainConfig, workdir: pathlib.Path) -> TrainConfig:
     if saved_path.exists():
         saved = from_dict(yaml.safe_load(saved_path.read_text()) or {}, str(saved_path))
         changed = {k for k, v in cfg.to_dict().items() if saved.to_dict()[k] != v}
-        clash = sorted(changed - _ALLOWED_ON_RESUME)
+        first = {k: i for i, k in enumerate(_CHECKPOINT_IDENTITY)}  # the model first
+        clash = sorted(changed - _ALLOWED_ON_RESUME, key=lambda k: (first.get(k, len(first)), k))
         if clash:
             raise _fail(
                 f"{workdir} holds a run with a different configuration ({', '.join(clash)} "
@@ -873,7 +874,6 @@ def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True
     workdir = pathlib.Path(workdir)
     cfg = _prepare_workdir(cfg, workdir)
     trainer = Trainer(cfg, workdir, devices)  # validates: nothing is written for a bad config
-    _write_config(cfg, workdir)
     manager = _checkpoint_manager(workdir, cfg)
     iterator = trainer.train_iterator()
     start, train_seconds = 0, 0.0
@@ -891,6 +891,7 @@ def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True
     except BaseException:
         manager.close()
         raise
+    _write_config(cfg, workdir)  # after the checkpoint is known to fit
     total = trainer.total_steps
     stop = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
     logger = _Logger(workdir, keep_until=start)
