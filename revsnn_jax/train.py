@@ -758,9 +758,7 @@ def _truncate_metrics(path: pathlib.Path, keep_until: int) -> None:
             continue  # a line cut by a kill
         if isinstance(record, dict) and int(record.get("step", 0)) <= keep_until:
             kept.append(line)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    _write_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _print(*args: Any) -> None:
@@ -844,10 +842,17 @@ def _prepare_workdir(cfg: TrainConfig, workdir: pathlib.Path) -> TrainConfig:
     return cfg
 
 
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+    """Write, then rename: a kill never leaves a torn file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _write_config(cfg: TrainConfig, workdir: pathlib.Path) -> None:
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        _write_atomic(workdir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
@@ -1021,7 +1026,7 @@ def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True
         summary.update(trainer.memory_per_image())
     logger.close()
     if jax.process_index() == 0:
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _write_atomic(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

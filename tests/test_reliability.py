@@ -230,6 +230,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_then_resumes_bitwise(
     seconds = time.monotonic() - sent
     assert rc == train.EXIT_PREEMPTED == 75, (run.log(), msg)
     assert seconds < 30, seconds  # about 0.1-1 s here; generous for a loaded machine
+    print(f"SIGTERM at step >= {term_at}: checkpoint saved and exit {rc} after {seconds:.2f} s")
     assert "stopped by SIGTERM" in run.err.read_text()
     event = [r for r in _records(workdir) if r.get("event") == "preempted"]
     assert len(event) == 1, msg
@@ -370,7 +371,7 @@ def test_a_skipped_batch_leaves_parameters_state_and_optimizer_untouched(skippin
 
 
 # --------------------------------------------------------------------------- drift
-DRIFT = dict(model_overrides={"widths": [4, 8], "blocks": [2, 1]}, batch_size=8, time_steps=2,
+DRIFT = dict(model_overrides={"widths": [4], "blocks": [2]}, batch_size=8, time_steps=2,
              eval_batch_size=120, steps=4, log_every=1, measure_memory=False, num_threads=2,
              prefetch=8, drift_check_every=2)
 
