@@ -16,7 +16,7 @@ checkpoint on the test split.
 Failures (README "Resuming and failures"):
 
 * a killed run loses at most the steps since its last checkpoint. Orbax writes a checkpoint
-  into ``checkpoints/<step>.orbax-checkpoint-tmp-*`` and renames it to ``checkpoints/<step>``
+  into ``checkpoints/<step>.orbax-checkpoint-tmp*`` and renames it to ``checkpoints/<step>``
   only once it is complete, so a half-written checkpoint is never loaded (leftover temporary
   directories are deleted when training starts). On resume, ``metrics.jsonl`` records after
   the restored step (work that was lost) are dropped, so the file reads like an uninterrupted
@@ -659,7 +659,7 @@ def _checkpoint_manager(workdir: pathlib.Path, cfg: TrainConfig | None, *, read_
     options = ocp.CheckpointManagerOptions(
         max_to_keep=cfg.keep_checkpoints if cfg else None, create=not read_only,
         enable_async_checkpointing=True,
-        # a run killed while writing leaves checkpoints/<step>.orbax-checkpoint-tmp-*: never
+        # a run killed while writing leaves checkpoints/<step>.orbax-checkpoint-tmp*: never
         # loaded (not a finalised step), deleted when the next run opens the directory
         cleanup_tmp_directories=not read_only, **extra)
     return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options,
@@ -868,10 +868,17 @@ def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True
     training step from :func:`revsnn_jax.memory.per_example_memory`: ``bytes_per_image`` (this
     model), ``plain_bytes_per_image`` (its plain twin, ``memory_mode="none"``),
     ``memory_ratio_plain_over_model``, ``peak_bytes``/``plain_peak_bytes`` at ``memory_batch``
-    and the papers' ``peak_bytes_per_image`` (peak divided by the batch).
+    and the papers' ``peak_bytes_per_image`` (peak divided by the batch); ``skipped_batches``
+    (non-finite batches skipped under ``skip_nonfinite``, over resumes) and, with
+    ``drift_check_every``, ``drift_checks``, ``drift_warnings`` and ``drift_max_rel``.
 
     ``max_steps_this_run`` stops early (for tests of resuming); the checkpoint is still saved.
     ``devices`` restricts the mesh (default: every device of every process).
+
+    Failures: SIGTERM saves a checkpoint of the current step and returns
+    ``{"steps": N, "stopped_early": True, "preempted": True}``; a non-finite loss or gradient
+    raises :class:`NonFiniteError` (unless ``skip_nonfinite``) without saving anything after the
+    last good checkpoint; a checkpoint of another model raises ``ValueError``.
     """
     from tqdm import tqdm
 

@@ -202,9 +202,11 @@ def test_sigkill_mid_checkpoint_write_and_at_a_random_step_resume_bitwise(
     run.kill()
     assert run.finish() == -signal.SIGKILL, msg
     steps, others = _checkpoints(workdir)
-    assert not any(o.startswith("8.orbax-checkpoint-tmp") for o in others), others
     complete = max(steps)
-    assert complete >= 8 and complete % 4 == 0, (steps, msg)
+    assert complete >= 4 and complete % 4 == 0, (steps, msg)
+    # the only temporary directories left are this run's own saves still in flight (under
+    # load the kill can land while checkpoint 8 or 12 is being written), never step 4's past
+    assert all(int(o.split(".")[0]) > complete for o in others), (steps, others, msg)
     killed_after = max(_logged_steps(workdir))
     assert killed_after >= kill_at, msg
 
@@ -213,6 +215,7 @@ def test_sigkill_mid_checkpoint_write_and_at_a_random_step_resume_bitwise(
     run = Run(workdir, subprocess_env)
     assert run.finish() == 0, run.log()
     assert f"resuming {workdir} from step {complete}" in run.stdout(), (run.log(), msg)
+    assert _checkpoints(workdir)[1] == []  # every leftover temporary directory cleaned
     _assert_same_run(workdir, reference())
 
 
