@@ -35,7 +35,7 @@ CLI_ARGS = ["--config", "digits_mlp", "--steps", str(STEPS), "--model-overrides"
             "{hidden: [32]}", "--memory-mode", "none", "--measure-memory", "false",
             "--log-every", "1", "--checkpoint-every", "4", "--keep-checkpoints", "10",
             "--num-threads", "2", "--prefetch", "16", "--no-progress"]
-DELAY = "0.08"  # seconds per step in the runs a test signals (REVSNN_TEST_STEP_DELAY)
+DELAY = "0.12"  # seconds per step in the runs a test signals (REVSNN_TEST_STEP_DELAY)
 
 
 @pytest.fixture(scope="module", autouse=True)
