@@ -76,6 +76,10 @@ class TrainConfig:
     keep_checkpoints: int = 3
     measure_memory: bool = True  # compile-only memory per image of the model and its plain twin
     memory_batch: int = 0  # batch of the memory measurement (0: the per-device batch)
+    # reliability (README "Resuming and failures")
+    skip_nonfinite: bool = False  # skip batches with a non-finite loss/gradient (else: stop)
+    drift_check_every: int = 0  # > 0: every K steps, reversible vs plain-autodiff gradients
+    drift_threshold: float = 1e-4  # relative gradient error that triggers the drift warning
 
     def replace(self, **changes: Any) -> TrainConfig:
         return from_dict({**dataclasses.asdict(self), **changes})

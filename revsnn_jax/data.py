@@ -198,13 +198,28 @@ class _TfdsSource:
 class _EventSource:
     """Event frames ``[N, T, 2, H, W]`` served as ``([T, H, W, 2] float32, label)``."""
 
-    def __init__(self, frames: np.ndarray, labels: np.ndarray, name: str):
+    def __init__(self, frames: np.ndarray, labels: np.ndarray, name: str,
+                 num_classes: int | None = None):
         if frames.ndim != 5 or frames.shape[2] != 2:
             raise ValueError(
                 f"{name}: frames must be [N, T, 2, H, W] (2 polarities), got {frames.shape}"
             )
         if len(frames) != len(labels):
             raise ValueError(f"{name}: {len(frames)} frame stacks but {len(labels)} labels")
+        if frames.dtype == np.bool_ or not (np.issubdtype(frames.dtype, np.integer)
+                                            or np.issubdtype(frames.dtype, np.floating)):
+            raise ValueError(f"{name}: frames must hold event counts (an integer or float "
+                             f"dtype), got {frames.dtype}; fix: save them with "
+                             "frames.astype(np.float32)")
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"{name}: labels must be integer class indices [N], got "
+                             f"{labels.dtype}{list(labels.shape)}; fix: save them with "
+                             "labels.astype(np.int32)")
+        if num_classes is not None and len(labels) and (labels.min() < 0
+                                                        or labels.max() >= num_classes):
+            raise ValueError(f"{name}: labels out of range: found {labels.min()}..{labels.max()}"
+                             f" but the data set has {num_classes} classes (0.."
+                             f"{num_classes - 1}); fix the labels of the .npz files")
         self.frames, self.labels, self.name = frames, labels.astype(np.int32), name
 
     def __len__(self) -> int:
@@ -262,14 +277,15 @@ def _load_events(spec: DatasetSpec, split: str, data_dir: str) -> _EventSource:
            "and save them with numpy.savez).")
     if os.path.exists(path):
         with np.load(path) as f:
-            return _EventSource(f["frames"], f["labels"], f"{spec.name}/{split}")
+            return _EventSource(f["frames"], f["labels"], f"{spec.name}/{split}",
+                                spec.num_classes)
     all_path = os.path.join(folder, "all.npz")
     if spec.name == "cifar10_dvs" and os.path.exists(all_path):
         with np.load(all_path) as f:
             frames, labels = f["frames"], f["labels"]
         tr, te = _per_class_split(labels, 0.9)
         idx = tr if split == "train" else te
-        return _EventSource(frames[idx], labels[idx], f"{spec.name}/{split}")
+        return _EventSource(frames[idx], labels[idx], f"{spec.name}/{split}", spec.num_classes)
     raise _missing(f"neuromorphic data set {spec.name!r} ({split} split)", path, how)
 
 

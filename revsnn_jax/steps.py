@@ -18,6 +18,7 @@ import dataclasses
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 
@@ -81,6 +82,8 @@ def make_train_step(
     *,
     label_smoothing: float = 0.0,
     loss: str = "cross_entropy",
+    check_finite: bool = False,
+    skip_nonfinite: bool = False,
 ):
     """``step(params, state, opt_state, x, y) -> (params, state, opt_state, metrics)``.
 
@@ -89,6 +92,12 @@ def make_train_step(
     ``intermediate_supervision`` / ``tet`` on its ``head_outputs``. ``metrics`` holds ``loss``
     and ``accuracy`` (scalars). Not jitted here; wrap it in :func:`jax.jit` with the shardings
     you need.
+
+    ``check_finite`` adds ``metrics["finite"]``: ``isfinite(loss) and all(isfinite(grads))``
+    (a device scalar: reading it is the caller's choice, no host sync here).
+    ``skip_nonfinite`` (implies ``check_finite``) returns the incoming ``params``, ``state``
+    and ``opt_state`` unchanged when that flag is false (``jax.lax.cond``), so a batch with a
+    NaN/Inf loss or gradient leaves no trace.
     """
     if loss not in losses.LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(losses.LOSSES)}")
@@ -101,10 +110,19 @@ def make_train_step(
     def step(params, state, opt_state, x, y):
         (loss, (logits, new_state)), grads = jax.value_and_grad(objective, has_aux=True)(
             params, state, x, y)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
         metrics = {"loss": loss, "accuracy": _accuracy(logits, y)}
-        return params, new_state, opt_state, metrics
+        if check_finite or skip_nonfinite:
+            finite = jnp.isfinite(loss)
+            for g in jax.tree.leaves(grads):
+                finite = finite & jnp.all(jnp.isfinite(g))
+            metrics["finite"] = finite
+            if skip_nonfinite:
+                return (*jax.lax.cond(finite, lambda new, old: new, lambda new, old: old,
+                                      (new_params, new_state, new_opt_state),
+                                      (params, state, opt_state)), metrics)
+        return new_params, new_state, new_opt_state, metrics
 
     return step
 

@@ -13,6 +13,34 @@ Running it again on the same directory resumes from the latest checkpoint, mid-e
 same batches an uninterrupted run would have seen. :func:`evaluate` scores the latest
 checkpoint on the test split.
 
+Failures (README "Resuming and failures"):
+
+* a killed run loses at most the steps since its last checkpoint. Orbax writes a checkpoint
+  into ``checkpoints/<step>.orbax-checkpoint-tmp*`` and renames it to ``checkpoints/<step>``
+  only once it is complete, so a half-written checkpoint is never loaded (leftover temporary
+  directories are deleted when training starts). On resume, ``metrics.jsonl`` records after
+  the restored step (work that was lost) are dropped, so the file reads like an uninterrupted
+  run's.
+* SIGTERM (preemption) finishes the current step, saves a checkpoint and returns
+  ``{"preempted": True, ...}``; ``revsnn train`` then exits with :data:`EXIT_PREEMPTED` (75).
+  On several hosts JAX's preemption service (``jax.distributed``) decides the common step.
+* a non-finite loss or gradient raises :class:`NonFiniteError` naming the step (checked at every
+  log and before every checkpoint, so a bad state is never saved); with
+  ``skip_nonfinite: true`` the update of such a batch is suppressed inside the jitted step
+  instead and counted (``skipped_batches``).
+* ``drift_check_every: K`` compares, every K steps, the gradients of the reversible backward
+  (reconstructed activations) with plain autodiff (stored activations) on the current batch
+  and warns (:class:`ReconstructionDriftWarning`) above ``drift_threshold``.
+* every batch is checked (shape, dtype, label range) before it reaches the device, and a model
+  that cannot take the data set's examples fails when the :class:`Trainer` is built.
+
+Test-only hooks (environment variables, never needed for training):
+``REVSNN_TEST_PAUSE_IN_SAVE=STEP`` holds the checkpoint of step ``STEP`` after its files are
+written and before its commit (rename), printing ``REVSNN_TEST paused in save of step STEP``,
+so a test can kill the process in the middle of a checkpoint write;
+``REVSNN_TEST_STEP_DELAY=SECONDS`` sleeps after every training step, so a test can signal the
+process at a chosen step.
+
 Parallelism: one :class:`jax.sharding.Mesh` over every device (axis ``"data"``); the batch is
 sharded along it and parameters, optimizer and model state are replicated, so XLA inserts the
 gradient all-reduce (and BatchNorm computes its statistics over the global batch: the math is
@@ -31,10 +59,14 @@ import json
 import math
 import os
 import pathlib
+import signal
 import sys
+import threading
 import time
+import warnings
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,14 +80,70 @@ from revsnn_jax import data, losses, models, steps
 from revsnn_jax.config import TrainConfig, from_dict
 from revsnn_jax.nnx_utils import mean_of_sown
 
-__all__ = ["Trainer", "evaluate", "make_optimizer", "maybe_initialize_distributed", "restore",
-           "train"]
+__all__ = ["EXIT_NONFINITE", "EXIT_PREEMPTED", "DriftReport", "NonFiniteError",
+           "ReconstructionDriftWarning", "Trainer", "evaluate", "make_optimizer",
+           "maybe_initialize_distributed", "restore", "train"]
 
 _ALLOWED_ON_RESUME = {
     "description", "steps", "epochs", "data_dir", "log_every", "eval_every", "checkpoint_every",
     "keep_checkpoints", "measure_memory", "memory_batch", "num_threads", "prefetch",
-    "eval_batch_size",
+    "eval_batch_size", "skip_nonfinite", "drift_check_every", "drift_threshold",
 }
+# what a checkpoint's arrays depend on: a checkpoint written with other values is another model
+_CHECKPOINT_IDENTITY = ("model", "model_overrides", "dataset", "input_channels")
+
+EXIT_PREEMPTED = 75  # `revsnn train` exit status after SIGTERM: checkpoint saved, run it again
+EXIT_NONFINITE = 3  # `revsnn train` exit status after a non-finite loss/gradient stopped it
+
+
+class NonFiniteError(FloatingPointError):
+    """Training met a NaN or Inf in the loss or the gradients (``skip_nonfinite`` is off).
+
+    ``step`` is the 1-based step whose batch produced it; ``last_checkpoint`` the last good
+    checkpoint's step (``None``: none written yet). Nothing after it was saved.
+    """
+
+    def __init__(self, message: str, step: int, last_checkpoint: int | None):
+        super().__init__(message)
+        self.step = step
+        self.last_checkpoint = last_checkpoint
+
+
+class ReconstructionDriftWarning(UserWarning):
+    """The reversible backward's gradients drifted from plain autodiff beyond the threshold."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftReport:
+    """Reversible backward against plain autodiff on one batch (see
+    :meth:`Trainer.reconstruction_drift`).
+
+    ``*_max_abs`` are ``max |g_rev - g_none|`` over the parameter gradients and the input
+    gradient; ``*_rel`` divide them by ``max |g_none|`` (the quantities of
+    :func:`revsnn_jax.reversible.check_reversible`'s gradient rows, for the whole model).
+    ``exceeded``: ``max(grad_params_rel, grad_input_rel) > threshold`` (or not finite).
+    """
+
+    step: int
+    grad_params_max_abs: float
+    grad_params_rel: float
+    grad_input_max_abs: float
+    grad_input_rel: float
+    threshold: float
+
+    @property
+    def rel(self) -> float:
+        return max(self.grad_params_rel, self.grad_input_rel)
+
+    @property
+    def exceeded(self) -> bool:
+        return not (self.rel <= self.threshold)  # NaN counts as exceeded
+
+    def record(self) -> dict[str, Any]:
+        """The metrics record (``metrics.jsonl``)."""
+        return {"drift_grad_params_rel": self.grad_params_rel,
+                "drift_grad_input_rel": self.grad_input_rel,
+                "drift_threshold": self.threshold, "drift_exceeded": self.exceeded}
 
 
 # --------------------------------------------------------------------------- distributed
@@ -227,9 +315,23 @@ class Trainer:
             raise _fail(f"memory_mode {cfg.memory_mode!r}: choose reversible, checkpoint or none")
         if cfg.loss not in losses.LOSSES:
             raise _fail(f"loss {cfg.loss!r}: choose one of {', '.join(losses.LOSSES)}")
+        if cfg.drift_check_every < 0 or not cfg.drift_threshold >= 0:
+            raise _fail(f"drift_check_every ({cfg.drift_check_every}) and drift_threshold "
+                        f"({cfg.drift_threshold}) must be >= 0 (drift_check_every 0: no check)")
+        if cfg.drift_check_every and cfg.memory_mode != "reversible":
+            raise _fail(
+                f"drift_check_every compares the reversible backward with plain autodiff, but "
+                f"memory_mode is {cfg.memory_mode!r}: set memory_mode: reversible (a reversible "
+                f"model such as revsresnet37), or drift_check_every: 0")
         # data first: a missing data set fails before anything is compiled
         self.train_source = data.load_source(cfg.dataset, "train", cfg.data_dir)
         self.test_source = data.load_source(cfg.dataset, "test", cfg.data_dir)
+        for split, source in (("train", self.train_source), ("test", self.test_source)):
+            if len(source) == 0:
+                raise _fail(
+                    f"the {split} split of dataset {cfg.dataset!r} is empty (0 examples, "
+                    f"{getattr(source, 'name', '')}); rebuild its files (see "
+                    f"revsnn_jax.data) or point data_dir at a complete copy")
         self.steps_per_epoch = len(self.train_source) // cfg.batch_size
         if self.steps_per_epoch < 1:
             raise _fail(f"batch_size {cfg.batch_size} exceeds the {len(self.train_source)} "
@@ -240,12 +342,14 @@ class Trainer:
         self.example_shape = tuple(
             data.make_augment(self.spec, train=False, channels=cfg.input_channels)(
                 self.train_source[0])[0].shape)
+        self.local_batch_size = cfg.batch_size // jax.process_count()
         self.mesh = Mesh(np.asarray(self.devices), ("data",))
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
 
         model = self.build_model(cfg.memory_mode)
         self.fns, params, state = steps.split_model(model)
+        self._check_model_takes_the_data(params, state)
         self.optimizer, self.schedule = make_optimizer(cfg, self.steps_per_epoch,
                                                        self.total_steps)
         opt_state = self.optimizer.init(params)
@@ -253,6 +357,25 @@ class Trainer:
             (params, state, opt_state), self.replicated)
         self._train_step = self._build_train_step()
         self._eval_step = self._build_eval_step()
+        self._drift_step = None  # built on first use (reconstruction_drift)
+
+    def _check_model_takes_the_data(self, params: Any, state: Any) -> None:
+        """Trace the forward pass on one abstract batch: a model that cannot take the data
+        set's examples (e.g. an RGB stem fed grey images) fails here, with the fix."""
+        x = jax.ShapeDtypeStruct((2, *self.example_shape), jnp.float32)
+        try:
+            jax.eval_shape(lambda p, s, x: self.fns.apply(p, s, _time_major(x, self.spec),
+                                                          train=False)[0], params, state, x)
+        except (TypeError, ValueError) as err:
+            cfg = self.cfg
+            hint = ("set input_channels: 3 to tile grey images for an RGB stem"
+                    if self.example_shape[-1] == 1 else
+                    "choose a model/dataset pair whose shapes match, or adjust model_overrides "
+                    "(e.g. in_channels)")
+            raise _fail(
+                f"model {cfg.model!r} cannot take the examples of dataset {cfg.dataset!r}: one "
+                f"example has shape {self.example_shape} (input_channels {cfg.input_channels}); "
+                f"fix: {hint}. The model said: {err}") from err
 
     # ---------------------------------------------------------------- building
     def build_model(self, memory_mode: str, *, abstract: bool = False) -> nnx.Module:
@@ -283,7 +406,8 @@ class Trainer:
     def _loss_step(self, fns: steps.ModelFns, optimizer):
         cfg, spec, k = self.cfg, self.spec, self.num_classes
         base = steps.make_train_step(fns, optimizer, label_smoothing=cfg.label_smoothing,
-                                     loss=cfg.loss)
+                                     loss=cfg.loss, check_finite=True,
+                                     skip_nonfinite=cfg.skip_nonfinite)
 
         def step(params, state, opt_state, x, y, lam):
             if cfg.mixup_alpha > 0:  # on [B, ...] before events go time-major
@@ -324,6 +448,115 @@ class Trainer:
     def _global(self, *arrays: np.ndarray):
         return tuple(jax.make_array_from_process_local_data(self.batch_sharding, a)
                      for a in arrays)
+
+    def check_batch(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Fail fast on a malformed training batch (this process's part of it).
+
+        ``x`` must be float32 ``[local_batch_size, *example_shape]`` (the shape of the data
+        set's first preprocessed example), ``y`` integer ``[local_batch_size]`` with values in
+        ``[0, num_classes)``. Host-side checks of NumPy arrays: no device synchronisation.
+        """
+        cfg, b = self.cfg, self.local_batch_size
+        expected = (b, *self.example_shape)
+        chex.assert_shape(
+            x, expected, exception_type=ValueError,
+            custom_message=(
+                f"images of dataset {cfg.dataset!r} must all have the shape of its first "
+                f"example, {self.example_shape} (batch {b}); fix: resize or crop every example "
+                f"to {self.example_shape} in the data files or pass one consistent data set"))
+        chex.assert_type(
+            x, np.float32, exception_type=ValueError,
+            custom_message=("images must be float32 (the pipeline's make_augment converts uint8 "
+                            "and other real dtypes); fix: x.astype(np.float32)"))
+        chex.assert_shape(y, (b,), exception_type=ValueError,
+                          custom_message="labels must be integer class indices [batch]")
+        chex.assert_type(
+            y, int, exception_type=ValueError,
+            custom_message="labels must be integer class indices; fix: y.astype(np.int32)")
+        y = np.asarray(y)
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= self.num_classes:
+            raise _fail(
+                f"labels out of range: found {low}..{high} but dataset {cfg.dataset!r} has "
+                f"{self.num_classes} classes (labels 0..{self.num_classes - 1}); fix the labels "
+                "of the data files, or use the dataset entry whose num_classes matches them")
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, step: int) -> dict[str, jax.Array]:
+        """Check one batch (:meth:`check_batch`) and apply one training step in place.
+
+        ``step`` is the 0-based index of this step (it seeds the host-drawn mixup weight).
+        Returns the step's metrics as device scalars (``loss``, ``accuracy``, ``finite``);
+        nothing is synchronised with the host.
+        """
+        self.check_batch(x, y)
+        xg, yg = self._global(x, y)
+        self.params, self.state, self.opt_state, metrics = self._train_step(
+            self.params, self.state, self.opt_state, xg, yg,
+            np.float32(mixup_lambda(self.cfg, step, self.steps_per_epoch)))
+        return metrics
+
+    def reconstruction_drift(self, x: np.ndarray, y: np.ndarray, step: int) -> DriftReport:
+        """Gradients of the reversible backward against plain autodiff on one batch.
+
+        With ``memory_mode="reversible"`` the backward pass rebuilds every block's input from
+        its output (``x2 = y2 - G(y1)``, ``x1 = y1 - F(x2)``) instead of storing it. This
+        differentiates the training objective of ``(x, y)`` twice at the current parameters,
+        once through the reconstruction and once through the plain-autodiff twin
+        (``memory_mode="none"``, stored activations), and compares:
+
+            grad_params_rel = max |dL/dθ_rev - dL/dθ_none| / max |dL/dθ_none|
+            grad_input_rel  = max |dL/dx_rev - dL/dx_none| / max |dL/dx_none|
+
+        float32 gives ~1e-7; bfloat16 coupling streams or blocks whose outputs swamp the stream
+        give orders of magnitude more. Synchronises with the host (call it every K steps).
+        """
+        self.check_batch(x, y)
+        if self.cfg.memory_mode != "reversible":
+            raise _fail("reconstruction_drift needs memory_mode: reversible, got "
+                        f"{self.cfg.memory_mode!r}")
+        if self._drift_step is None:
+            self._drift_step = self._build_drift_step()
+        xg, yg = self._global(x, y)
+        out = jax.device_get(self._drift_step(
+            self.params, self.state, xg, yg,
+            np.float32(mixup_lambda(self.cfg, step, self.steps_per_epoch))))
+        from revsnn_jax.reversible import _rel
+
+        gp, gp_ref, gx, gx_ref = (float(v) for v in out)
+        return DriftReport(step=step + 1, grad_params_max_abs=gp, grad_params_rel=_rel(gp, gp_ref),
+                           grad_input_max_abs=gx, grad_input_rel=_rel(gx, gx_ref),
+                           threshold=float(self.cfg.drift_threshold))
+
+    def _build_drift_step(self):
+        cfg, spec, k = self.cfg, self.spec, self.num_classes
+        plain, _, _ = steps.split_model(self.build_model("none", abstract=True))
+        loss_fn, method, _ = losses.LOSSES[cfg.loss]
+
+        def grads(fns, params, state, x, y):
+            def objective(params, x):
+                outputs, _ = fns.apply(params, state, _time_major(x, spec), train=True,
+                                       method=method)
+                return loss_fn(outputs, y, cfg.label_smoothing)
+
+            return jax.grad(objective, argnums=(0, 1))(params, x)
+
+        def max_abs(tree):
+            return jnp.max(jnp.stack([jnp.max(jnp.abs(leaf.astype(jnp.float32)))
+                                      for leaf in jax.tree.leaves(tree) if leaf.size]))
+
+        def drift(params, state, x, y, lam):
+            if cfg.mixup_alpha > 0:
+                x, y = _mixup(x, y, lam, k)
+            gp_rev, gx_rev = grads(self.fns, params, state, x, y)
+            gp_ref, gx_ref = grads(plain, params, state, x, y)
+            diff = jax.tree.map(lambda a, b: a.astype(jnp.float32) - b.astype(jnp.float32),
+                                gp_rev, gp_ref)
+            return (max_abs(diff), max_abs(gp_ref),
+                    max_abs(gx_rev.astype(jnp.float32) - gx_ref.astype(jnp.float32)),
+                    max_abs(gx_ref))
+
+        r, b = self.replicated, self.batch_sharding
+        return jax.jit(drift, in_shardings=(r, r, b, b, r), out_shardings=r)
 
     def evaluate(self) -> dict[str, float]:
         """Loss and accuracy over the whole test split (BatchNorm on running statistics)."""
@@ -398,23 +631,49 @@ class Trainer:
 
 
 # --------------------------------------------------------------------------- checkpoints
+def _pause_before_commit_class(step: int):
+    """Test-only (``REVSNN_TEST_PAUSE_IN_SAVE``): orbax's atomic-rename temporary path, held
+    before its commit when it finalises checkpoint ``step``."""
+    import asyncio
+
+    from orbax.checkpoint.path import atomicity
+
+    class PauseBeforeCommit(atomicity.AtomicRenameTemporaryPath):
+        async def finalize(self, *args: Any, **kwargs: Any) -> None:
+            if self.get_final().name == str(step):
+                print(f"REVSNN_TEST paused in save of step {step} ({self.get().name})",
+                      flush=True)
+                await asyncio.sleep(3600)
+            await super().finalize(*args, **kwargs)
+
+    return PauseBeforeCommit
+
+
 def _checkpoint_manager(workdir: pathlib.Path, cfg: TrainConfig | None, *, read_only=False):
     import orbax.checkpoint as ocp
 
+    extra: dict[str, Any] = {}
+    pause = os.environ.get("REVSNN_TEST_PAUSE_IN_SAVE")
+    if pause and not read_only:
+        extra["temporary_path_class"] = _pause_before_commit_class(int(pause))
     options = ocp.CheckpointManagerOptions(
         max_to_keep=cfg.keep_checkpoints if cfg else None, create=not read_only,
-        enable_async_checkpointing=True)
+        enable_async_checkpointing=True,
+        # a run killed while writing leaves checkpoints/<step>.orbax-checkpoint-tmp*: never
+        # loaded (not a finalised step), deleted when the next run opens the directory
+        cleanup_tmp_directories=not read_only, **extra)
     return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options,
                                  item_names=("model", "meta"))
 
 
-def _save(manager, trainer: Trainer, step: int, iterator, train_seconds: float) -> None:
+def _save(manager, trainer: Trainer, step: int, iterator, train_seconds: float,
+          counters: dict[str, Any] | None = None) -> None:
     import orbax.checkpoint as ocp
 
     model = {"params": _to_saveable(trainer.params), "state": _to_saveable(trainer.state),
              "opt_state": _to_saveable(trainer.opt_state)}
     meta = {"step": step, "data_iterator": iterator.get_state() if iterator else None,
-            "train_seconds": train_seconds, "config": trainer.cfg.to_dict()}
+            "train_seconds": train_seconds, "config": trainer.cfg.to_dict(), **(counters or {})}
     manager.save(step, args=ocp.args.Composite(model=ocp.args.StandardSave(model),
                                                 meta=ocp.args.JsonSave(meta)), force=True)
 
@@ -422,10 +681,26 @@ def _save(manager, trainer: Trainer, step: int, iterator, train_seconds: float) 
 def _restore(manager, trainer: Trainer, step: int, *, with_optimizer: bool = True):
     import orbax.checkpoint as ocp
 
+    directory = pathlib.Path(str(manager.directory))
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    saved = (meta or {}).get("config") or {}
+    now = trainer.cfg.to_dict()
+    clash = [k for k in _CHECKPOINT_IDENTITY if k in saved and saved[k] != now[k]]
+    if clash:
+        raise _fail(
+            f"the checkpoints in {directory} hold another model ({', '.join(clash)} differ: "
+            f"{clash[0]} = {saved[clash[0]]!r} there, {now[clash[0]]!r} now); use a new "
+            f"--workdir, or remove {directory} to start this run from scratch")
     target = {"params": _to_saveable(trainer.params), "state": _to_saveable(trainer.state),
               "opt_state": _to_saveable(trainer.opt_state)}
-    restored = manager.restore(step, args=ocp.args.Composite(
-        model=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(
+            model=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    except (ValueError, KeyError, TypeError) as err:
+        raise _fail(
+            f"checkpoint {step} in {directory} does not fit {trainer.cfg.model!r} as "
+            f"configured now (other parameter shapes or optimizer); use a new --workdir or "
+            f"the settings it was written with. Orbax said: {err}") from err
     model, meta = restored["model"], restored["meta"]
     trainer.params = _from_saved(trainer.params, model["params"], trainer.replicated)
     trainer.state = _from_saved(trainer.state, model["state"], trainer.replicated)
@@ -439,12 +714,15 @@ def _restore(manager, trainer: Trainer, step: int, *, with_optimizer: bool = Tru
 class _Logger:
     """JSON lines + TensorBoard (tensorboardX), written by process 0 only."""
 
-    def __init__(self, workdir: pathlib.Path):
+    def __init__(self, workdir: pathlib.Path, keep_until: int | None = None):
         self.active = jax.process_index() == 0
         self._file = None
         self._tb = None
         if self.active:
-            self._file = open(workdir / "metrics.jsonl", "a")  # noqa: SIM115
+            path = workdir / "metrics.jsonl"
+            if keep_until is not None and path.exists():
+                _truncate_metrics(path, keep_until)
+            self._file = open(path, "a")  # noqa: SIM115
             try:
                 from tensorboardX import SummaryWriter
 
@@ -469,9 +747,82 @@ class _Logger:
             self._tb.close()
 
 
+def _truncate_metrics(path: pathlib.Path, keep_until: int) -> None:
+    """Drop the records after step ``keep_until`` (work a killed run lost; the resumed run
+    writes them again) and a torn last line; atomically (write, then rename)."""
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if isinstance(record, dict) and int(record.get("step", 0)) <= keep_until:
+            kept.append(line)
+    _write_atomic(path, "".join(line + "\n" for line in kept))
+
+
 def _print(*args: Any) -> None:
     if jax.process_index() == 0:
         print(*args, flush=True)
+
+
+# --------------------------------------------------------------------------- failures
+def _json_float(value: Any) -> float | None:
+    """A float for ``metrics.jsonl``; NaN/Inf become ``null`` (strict JSON)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class _PreemptionWatch:
+    """SIGTERM sets a flag that the training loop reads after each step (one process). On
+    several processes JAX's preemption service (``jax.distributed``) catches the signal and
+    :meth:`requested` asks for its common sync step instead."""
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> _PreemptionWatch:
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._installed = True
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self._flag = True
+
+    def requested(self, manager: Any, step: int) -> bool:
+        if jax.process_count() > 1:
+            return bool(manager.reached_preemption(step))
+        return self._flag
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None
+                          else signal.SIG_DFL)
+
+
+def _drift_check(trainer: Trainer, x: np.ndarray, y: np.ndarray, step: int, logger: _Logger,
+                 counters: dict[str, Any]) -> DriftReport:
+    """One reconstruction-drift check (before the update of 0-based ``step``): log it, warn."""
+    report = trainer.reconstruction_drift(x, y, step)
+    counters["drift_checks"] += 1
+    rel = report.rel if math.isfinite(report.rel) else float("inf")
+    counters["drift_max_rel"] = max(rel, counters["drift_max_rel"] or 0.0)
+    logger.write(report.step, report.record())
+    if report.exceeded:
+        counters["drift_warnings"] += 1
+        warnings.warn(ReconstructionDriftWarning(
+            f"reconstruction drift at step {report.step}: the reversible backward's gradients "
+            f"differ from plain autodiff by {report.grad_params_rel:.2e} (parameters) and "
+            f"{report.grad_input_rel:.2e} (input), relative, above drift_threshold "
+            f"{report.threshold:.1e}. Reconstructed activations are no longer faithful: keep "
+            f"the coupling streams in float32 (bfloat16 only inside F/G), avoid tiny scales "
+            f"(e.g. T-RevSNN alpha), or train with memory_mode: checkpoint"), stacklevel=2)
+        _print(f"warning: reconstruction drift {rel:.2e} > {report.threshold:.1e} at step "
+               f"{report.step}")
+    return report
 
 
 # --------------------------------------------------------------------------- entry points
@@ -480,7 +831,8 @@ def _prepare_workdir(cfg: TrainConfig, workdir: pathlib.Path) -> TrainConfig:
     if saved_path.exists():
         saved = from_dict(yaml.safe_load(saved_path.read_text()) or {}, str(saved_path))
         changed = {k for k, v in cfg.to_dict().items() if saved.to_dict()[k] != v}
-        clash = sorted(changed - _ALLOWED_ON_RESUME)
+        first = {k: i for i, k in enumerate(_CHECKPOINT_IDENTITY)}  # the model first
+        clash = sorted(changed - _ALLOWED_ON_RESUME, key=lambda k: (first.get(k, len(first)), k))
         if clash:
             raise _fail(
                 f"{workdir} holds a run with a different configuration ({', '.join(clash)} "
@@ -490,10 +842,17 @@ def _prepare_workdir(cfg: TrainConfig, workdir: pathlib.Path) -> TrainConfig:
     return cfg
 
 
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+    """Write, then rename: a kill never leaves a torn file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _write_config(cfg: TrainConfig, workdir: pathlib.Path) -> None:
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        _write_atomic(workdir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
@@ -509,10 +868,17 @@ def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True
     training step from :func:`revsnn_jax.memory.per_example_memory`: ``bytes_per_image`` (this
     model), ``plain_bytes_per_image`` (its plain twin, ``memory_mode="none"``),
     ``memory_ratio_plain_over_model``, ``peak_bytes``/``plain_peak_bytes`` at ``memory_batch``
-    and the papers' ``peak_bytes_per_image`` (peak divided by the batch).
+    and the papers' ``peak_bytes_per_image`` (peak divided by the batch); ``skipped_batches``
+    (non-finite batches skipped under ``skip_nonfinite``, over resumes) and, with
+    ``drift_check_every``, ``drift_checks``, ``drift_warnings`` and ``drift_max_rel``.
 
     ``max_steps_this_run`` stops early (for tests of resuming); the checkpoint is still saved.
     ``devices`` restricts the mesh (default: every device of every process).
+
+    Failures: SIGTERM saves a checkpoint of the current step and returns
+    ``{"steps": N, "stopped_early": True, "preempted": True}``; a non-finite loss or gradient
+    raises :class:`NonFiniteError` (unless ``skip_nonfinite``) without saving anything after the
+    last good checkpoint; a checkpoint of another model raises ``ValueError``.
     """
     from tqdm import tqdm
 
@@ -520,68 +886,121 @@ def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True
     workdir = pathlib.Path(workdir)
     cfg = _prepare_workdir(cfg, workdir)
     trainer = Trainer(cfg, workdir, devices)  # validates: nothing is written for a bad config
-    _write_config(cfg, workdir)
     manager = _checkpoint_manager(workdir, cfg)
     iterator = trainer.train_iterator()
     start, train_seconds = 0, 0.0
-    latest = manager.latest_step()
-    if latest is not None:
-        meta = _restore(manager, trainer, latest)
-        start, train_seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
-        if meta.get("data_iterator") is not None:
-            iterator.set_state(meta["data_iterator"])
-        _print(f"resuming {workdir} from step {start}")
+    counters = {"skipped_batches": 0, "drift_checks": 0, "drift_warnings": 0,
+                "drift_max_rel": None}
+    try:
+        latest = manager.latest_step()
+        if latest is not None:
+            meta = _restore(manager, trainer, latest)
+            start, train_seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
+            counters.update({k: meta[k] for k in counters if k in meta})
+            if meta.get("data_iterator") is not None:
+                iterator.set_state(meta["data_iterator"])
+            _print(f"resuming {workdir} from step {start}")
+    except BaseException:
+        manager.close()
+        raise
+    _write_config(cfg, workdir)  # after the checkpoint is known to fit
     total = trainer.total_steps
     stop = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
-    logger = _Logger(workdir)
+    logger = _Logger(workdir, keep_until=start)
     _print(f"{cfg.model} ({cfg.memory_mode}) on {cfg.dataset}: {len(trainer.train_source)} train /"
            f" {len(trainer.test_source)} test examples, batch {cfg.batch_size} over "
            f"{len(trainer.devices)} device(s), {total} steps ({trainer.steps_per_epoch}/epoch)")
 
     bar = tqdm(total=total, initial=start, disable=not progress or jax.process_index() != 0,
                dynamic_ncols=True, file=sys.stdout, mininterval=1.0)
-    window: list[dict[str, jax.Array]] = []
+    window: list[tuple[int, dict[str, jax.Array]]] = []  # (1-based step, its metrics)
     last = {"loss": float("nan"), "accuracy": float("nan")}
     t_run = time.perf_counter()
     t_window, n_window = time.perf_counter(), 0
-    step = start
+    step = last_saved = start
+    saved_any = latest is not None
+    preempted = False
+    step_delay = float(os.environ.get("REVSNN_TEST_STEP_DELAY") or 0.0)  # test-only hook
+
+    def check_finite(entries) -> list[tuple[int, dict[str, Any]]]:
+        """Host copies of ``entries``; without ``skip_nonfinite``, stop at a non-finite one."""
+        host = jax.device_get(entries)
+        if not cfg.skip_nonfinite:
+            for s, m in host:
+                if not bool(m["finite"]):
+                    logger.write(s, {"event": "nonfinite", "train_loss": _json_float(m["loss"])})
+                    where = (f"the last good checkpoint is step {last_saved} in "
+                             f"{workdir / 'checkpoints'} (rerunning resumes from it)"
+                             if saved_any else "no checkpoint had been written yet")
+                    raise NonFiniteError(
+                        f"non-finite loss or gradients at step {s} (loss {float(m['loss'])}): "
+                        f"training stopped and nothing after step {last_saved} was saved; "
+                        f"{where}. Fix: lower learning_rate, set clip_grad_norm, check the "
+                        f"data for NaN/Inf, or set skip_nonfinite: true to skip such batches",
+                        step=s, last_checkpoint=last_saved if saved_any else None)
+        return host
+
+    def save(at: int) -> None:
+        nonlocal last_saved, saved_any
+        check_finite(window)  # never save a state that came from a non-finite step
+        _save(manager, trainer, at, iterator, train_seconds + time.perf_counter() - t_run,
+              counters)
+        last_saved, saved_any = at, True
+
     try:
-        while step < stop:
-            x, y = next(iterator)
-            xg, yg = trainer._global(x, y)
-            trainer.params, trainer.state, trainer.opt_state, metrics = trainer._train_step(
-                trainer.params, trainer.state, trainer.opt_state, xg, yg,
-                np.float32(mixup_lambda(cfg, step, trainer.steps_per_epoch)))
-            window.append(metrics)
-            step += 1
-            n_window += 1
-            if step % cfg.log_every == 0 or step == stop:
-                host = jax.device_get(window)
-                now = time.perf_counter()
-                rate = n_window * cfg.batch_size / max(now - t_window, 1e-9)
-                last = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-                record = {"epoch": step / trainer.steps_per_epoch, "train_loss": last["loss"],
-                          "train_accuracy": last["accuracy"],
-                          "learning_rate": float(trainer.schedule(step - 1)),
-                          "images_per_second": rate}
-                logger.write(step, record)
-                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.3f}",
-                                img_s=f"{rate:.0f}")
-                bar.update(n_window)
-                window, n_window, t_window = [], 0, now
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
-                logger.write(step, trainer.evaluate())
-            if step % cfg.checkpoint_every == 0 and step < stop:
-                _save(manager, trainer, step, iterator,
-                      train_seconds + time.perf_counter() - t_run)
-        jax.block_until_ready(trainer.params)
-        train_seconds += time.perf_counter() - t_run
-        if latest != step:
-            _save(manager, trainer, step, iterator, train_seconds)
-        manager.wait_until_finished()
+        with _PreemptionWatch() as preemption:
+            while step < stop:
+                x, y = next(iterator)
+                if cfg.drift_check_every and (step + 1) % cfg.drift_check_every == 0:
+                    _drift_check(trainer, x, y, step, logger, counters)
+                metrics = trainer.train_step(x, y, step)
+                step += 1
+                window.append((step, metrics))
+                n_window += 1
+                if step_delay:
+                    time.sleep(step_delay)
+                if step % cfg.log_every == 0 or step == stop:
+                    host = check_finite(window)
+                    now = time.perf_counter()
+                    rate = n_window * cfg.batch_size / max(now - t_window, 1e-9)
+                    good = [m for _, m in host if bool(m["finite"])]
+                    counters["skipped_batches"] += len(host) - len(good)
+                    last = {k: float(np.mean([m[k] for m in good])) if good else float("nan")
+                            for k in ("loss", "accuracy")}
+                    record = {"epoch": step / trainer.steps_per_epoch,
+                              "train_loss": _json_float(last["loss"]),
+                              "train_accuracy": _json_float(last["accuracy"]),
+                              "learning_rate": float(trainer.schedule(step - 1)),
+                              "images_per_second": rate}
+                    if cfg.skip_nonfinite:
+                        record["skipped_batches"] = counters["skipped_batches"]
+                    logger.write(step, record)
+                    bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.3f}",
+                                    img_s=f"{rate:.0f}")
+                    bar.update(n_window)
+                    window, n_window, t_window = [], 0, now
+                if cfg.eval_every and step % cfg.eval_every == 0 and step < total:
+                    logger.write(step, trainer.evaluate())
+                if step % cfg.checkpoint_every == 0 and step < stop:
+                    save(step)
+                if step < stop and preemption.requested(manager, step):
+                    preempted = True
+                    break
+            jax.block_until_ready(trainer.params)
+            train_seconds += time.perf_counter() - t_run
+            t_run = time.perf_counter()
+            if last_saved != step or not saved_any:
+                save(step)
+            manager.wait_until_finished()
     finally:
         bar.close()
         manager.close()
+    if preempted:
+        logger.write(step, {"event": "preempted", "checkpoint": step})
+        logger.close()
+        _print(f"preempted (SIGTERM): checkpoint of step {step} saved in "
+               f"{workdir / 'checkpoints'}; run the same command again to resume")
+        return {"steps": step, "stopped_early": True, "preempted": True}
     if step < total:  # stopped early on purpose
         logger.close()
         return {"steps": step, "stopped_early": True}
@@ -605,12 +1024,16 @@ def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True
         "images_per_second": step * cfg.batch_size / train_seconds if train_seconds else None,
         "firing_rate": trainer.firing_rate(),
         "parameters": int(sum(np.size(p) for p in jax.tree.leaves(trainer.params))),
+        "skipped_batches": counters["skipped_batches"],
     }
+    if cfg.drift_check_every:
+        summary.update({k: counters[k] for k in ("drift_checks", "drift_warnings",
+                                                 "drift_max_rel")})
     if cfg.measure_memory:
         summary.update(trainer.memory_per_image())
     logger.close()
     if jax.process_index() == 0:
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _write_atomic(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

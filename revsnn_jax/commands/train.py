@@ -5,6 +5,11 @@
 ``--milestones "[100, 150]"``, ``--model-overrides "{hidden: [128]}"``). On a work directory that
 already holds checkpoints the run resumes from the latest one; without ``--config`` the work
 directory's saved configuration is used.
+
+Exit status: 0 done; 2 bad configuration or input (the message names the fix);
+3 (:data:`revsnn_jax.train.EXIT_NONFINITE`) stopped at a non-finite loss or gradient, the last
+good checkpoint kept; 75 (:data:`revsnn_jax.train.EXIT_PREEMPTED`) stopped by SIGTERM after
+saving a checkpoint: run the same command again to resume.
 """
 
 from __future__ import annotations
@@ -55,9 +60,16 @@ def run(args: argparse.Namespace) -> int:
             cfg = load_config(args.config or "default", overrides)
         with train._quiet_absl():
             summary = train.train(cfg, args.workdir, progress=not args.no_progress)
+    except train.NonFiniteError as err:
+        print(f"revsnn train: error: {err}", file=sys.stderr)
+        return train.EXIT_NONFINITE
     except (ValueError, FileNotFoundError) as err:
         print(f"revsnn train: error: {err}", file=sys.stderr)
         return 2
+    if summary.get("preempted"):
+        print(f"revsnn train: stopped by SIGTERM at step {summary['steps']} after saving a "
+              f"checkpoint; run the same command again to resume", file=sys.stderr)
+        return train.EXIT_PREEMPTED
     print(train.format_summary(summary))
     print(f"summary: {pathlib.Path(args.workdir) / 'summary.json'}")
     print(json.dumps(summary, indent=None))
