@@ -371,6 +371,8 @@ def plot(results: Path = RESULTS, path: Path | None = None) -> Path:
                          "o-", label=mode)
         axes[0].set(xscale="log", xlabel="blocks", ylabel="MiB / example",
                     title="engine: spiking conv stage")
+        axes[0].set_xticks(res["engine"]["depths"], [str(d) for d in res["engine"]["depths"]])
+        axes[0].minorticks_off()
         axes[0].legend(fontsize=8)
     if res["resnet"]:
         depth = {"revsresnet21": 21, "revsresnet37": 37, "revsresnet109": 109, "msresnet18": 18,
