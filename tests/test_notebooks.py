@@ -1,15 +1,11 @@
-"""Execute every notebook in ``notebooks/`` top to bottom on CPU, so they never rot.
+"""The notebooks in ``notebooks/``: which exist, committed without outputs, and each executed
+top to bottom on CPU (``tests/notebook_runner.py``) so they never rot.
 
-Each notebook runs in a fresh ipykernel started with the interpreter running the tests, with
-``PYTHONPATH`` at this checkout (the notebooks import the code under test), ``MPLBACKEND=Agg``
-and the suite's XLA flags. Any cell error fails the test (nbclient raises
-``CellExecutionError`` naming the cell). The notebooks use reduced sizes and take well under
-two minutes each on a loaded 2-core CPU.
+One test file per notebook so that pytest-xdist (``--dist loadfile``) can run them on
+different workers. The notebooks use reduced sizes (about a minute each on 2 cores).
 """
 
-import os
 import pathlib
-import sys
 
 import pytest
 
@@ -19,7 +15,6 @@ pytest.importorskip("ipykernel")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-CELL_TIMEOUT_S = 600
 
 
 def test_the_notebooks_exist():
@@ -38,41 +33,23 @@ def test_notebook_is_committed_without_outputs(path):
                 "Output, or `jupyter nbconvert --clear-output --inplace`) before committing")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, monkeypatch, tmp_path):
-    # the kernel inherits this process's environment
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
-    book = nbformat.read(path, as_version=4)
-    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+def test_quickstart_runs(monkeypatch, tmp_path):
+    from notebook_runner import run_notebook
 
-    class ThisInterpreter(KernelSpecManager):
-        """The kernel runs ``sys.executable`` (the interpreter running the tests)."""
-
-        def get_kernel_spec(self, kernel_name):
-            return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f",
-                                    "{connection_file}"],
-                              display_name="tests", language="python")
-
-    client = nbclient.NotebookClient(
-        book, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},  # cwd: nothing written in the repo
-        kernel_manager_class=_manager_class(ThisInterpreter))
-    client.execute()  # raises CellExecutionError on the first failing cell
-    errors = [out for cell in book.cells if cell.cell_type == "code"
-              for out in cell.get("outputs", []) if out.get("output_type") == "error"]
-    assert not errors
+    run_notebook("01_quickstart.ipynb", monkeypatch, tmp_path)
 
 
-def _manager_class(spec_manager_class):
-    from jupyter_client.manager import AsyncKernelManager
+def test_a_failing_cell_fails_the_run(monkeypatch, tmp_path):
+    """The runner really executes: a cell that raises (after one that imports the checkout)
+    makes it fail."""
+    from nbformat.v4 import new_code_cell, new_notebook
+    from notebook_runner import run_notebook
 
-    class Manager(AsyncKernelManager):
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            self.kernel_spec_manager = spec_manager_class()
-
-    return Manager
+    path = tmp_path / "broken.ipynb"
+    nbformat.write(new_notebook(cells=[
+        new_code_cell("import revsnn_jax, pathlib\n"
+                      "assert pathlib.Path(revsnn_jax.__file__).resolve().parents[1] == "
+                      f"pathlib.Path({str(ROOT)!r})"),
+        new_code_cell("raise ValueError('boom')")]), path)
+    with pytest.raises(nbclient.exceptions.CellExecutionError, match="boom"):
+        run_notebook(path, monkeypatch, tmp_path)
