@@ -83,6 +83,7 @@ __all__ = [
 
 Array = jax.Array
 PyTree = Any
+DEFAULT_CONFIG = NeuronConfig()  # LIF, tau 2, hard reset to 0, sigmoid(4) (SpikingJelly's)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -162,14 +163,14 @@ def _time_steps(inputs: PyTree) -> int:
 
 def _split(tree: PyTree, k: int, n: int) -> tuple[PyTree, PyTree | None]:
     """Leading axis ``T = n K + r`` -> ``([n, K, ...] part, [r, ...] tail or None)``."""
-    main = jax.tree_util.tree_map(lambda a: a[: n * k].reshape((n, k) + a.shape[1:]), tree)
+    main = jax.tree_util.tree_map(lambda a: a[: n * k].reshape((n, k, *a.shape[1:])), tree)
     if n * k == _time_steps(tree):
         return main, None
     return main, jax.tree_util.tree_map(lambda a: a[n * k:], tree)
 
 
 def _join(main: Array, tail: Array | None) -> Array:
-    flat = main.reshape((-1,) + main.shape[2:])
+    flat = main.reshape((-1, *main.shape[2:]))
     return flat if tail is None else jnp.concatenate([flat, tail], axis=0)
 
 
@@ -234,7 +235,7 @@ def _lean_bwd(config, pre_fn, chunk, residuals, cotangents):
     (g_params, g_v0), g_inputs_main = jax.lax.scan(
         body, (g_params, g_v), (main, starts, g_main), reverse=True)
     if g_inputs_tail is None:
-        g_inputs = jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:]),
+        g_inputs = jax.tree_util.tree_map(lambda a: a.reshape((-1, *a.shape[2:])),
                                           g_inputs_main)
     else:
         g_inputs = jax.tree_util.tree_map(_join, g_inputs_main, g_inputs_tail)
@@ -262,7 +263,7 @@ def lean_pre_multistep(
     pre_fn: Callable[[PyTree, PyTree], Array],
     params: PyTree,
     inputs: PyTree,
-    config: NeuronConfig = NeuronConfig(),
+    config: NeuronConfig = DEFAULT_CONFIG,
     *,
     v_init: Array | None = None,
     chunk: int | None = None,
@@ -301,7 +302,7 @@ def lean_pre_multistep(
 
 def lean_multistep(
     x: Array,
-    config: NeuronConfig = NeuronConfig(),
+    config: NeuronConfig = DEFAULT_CONFIG,
     *,
     v_init: Array | None = None,
     chunk: int | None = None,
@@ -327,7 +328,7 @@ def linear_lif(
     weight: Array,
     bias: Array | None,
     inputs: Array,
-    config: NeuronConfig = NeuronConfig(),
+    config: NeuronConfig = DEFAULT_CONFIG,
     *,
     v_init: Array | None = None,
     chunk: int | None = None,
@@ -348,9 +349,9 @@ def _conv_pre(stride, padding, params, inputs):
     kernel, bias = params
     t, b = inputs.shape[:2]
     y = jax.lax.conv_general_dilated(
-        inputs.reshape((t * b,) + inputs.shape[2:]), kernel, window_strides=(stride, stride),
+        inputs.reshape((t * b, *inputs.shape[2:])), kernel, window_strides=(stride, stride),
         padding=padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    y = y.reshape((t, b) + y.shape[1:])
+    y = y.reshape((t, b, *y.shape[1:]))
     return y if bias is None else y + bias
 
 
@@ -358,7 +359,7 @@ def conv_lif(
     kernel: Array,
     bias: Array | None,
     inputs: Array,
-    config: NeuronConfig = NeuronConfig(),
+    config: NeuronConfig = DEFAULT_CONFIG,
     *,
     stride: int = 1,
     padding: str | tuple = "SAME",
