@@ -288,13 +288,14 @@ def _worker(library, variant, case, size, warmup, iters):
 
 # --------------------------------------------------------------------------- gradient check
 def lean_plain_gradient_gap(case: str, size: dict) -> float:
-    """Largest |lean - plain| weight/bias gradient difference at ``size`` (float32)."""
+    """Largest |lean - plain| weight/bias gradient difference at ``size`` (float32), relative
+    to the largest |plain| gradient entry of the same array."""
     import jax
     import numpy as np
 
     params, x = _jax_data(case, size, jax.random.PRNGKey(0))
     grads = [jax.jit(jax.grad(_ours_loss(v, case)))(params, x) for v in ("plain", "lean")]
-    return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+    return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(a)))
                for a, b in zip(jax.tree_util.tree_leaves(grads[0]),
                                jax.tree_util.tree_leaves(grads[1]), strict=True))
 
@@ -305,6 +306,14 @@ def _variants(library):
 
 
 def _installed(python, library) -> bool:
+    if python == sys.executable:
+        import importlib.util
+
+        sys.path.insert(0, ROOT)
+        try:
+            return importlib.util.find_spec(IMPORT_NAME[library]) is not None
+        finally:
+            sys.path.pop(0)
     probe = subprocess.run([python, "-c", f"import {IMPORT_NAME[library]}"],
                            capture_output=True, text=True, env=_env())
     return probe.returncode == 0
