@@ -338,8 +338,14 @@ def run_benchmark(args) -> list[dict]:
             for variant in _variants(library):
                 spec = json.dumps(dict(library=library, variant=variant, case=case,
                                        size=sizes[case], warmup=args.warmup, iters=args.iters))
-                proc = subprocess.run([python, os.path.abspath(__file__), "--worker", spec],
-                                      capture_output=True, text=True, env=_env())
+                try:
+                    proc = subprocess.run([python, os.path.abspath(__file__), "--worker", spec],
+                                          capture_output=True, text=True, env=_env(),
+                                          timeout=args.worker_timeout)
+                except subprocess.TimeoutExpired:
+                    print(f"{library}/{variant}/{case} TIMED OUT after {args.worker_timeout} s "
+                          "(no row; raise --worker-timeout)", flush=True)
+                    continue
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
                 if proc.returncode != 0 or not lines:
                     tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
@@ -383,6 +389,8 @@ def main(argv=None):
                         help="input width of the linear_lif Linear (benchmark: = N)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--worker-timeout", type=float, default=900,
+                        help="seconds one (library, case) subprocess may take")
     parser.add_argument("--python-for", nargs=2, action="append", metavar=("LIBRARY", "PYTHON"),
                         help="run LIBRARY's worker with another interpreter (its own venv)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
