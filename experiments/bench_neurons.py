@@ -355,6 +355,9 @@ def run_benchmark(args) -> list[dict]:
                 got = json.loads(lines[-1][4:])
                 rows.append(got["row"])
                 extras.append(got["extra"])
+                if args.json:  # after every row, so an interrupted run keeps what it measured
+                    with open(args.json, "w") as f:
+                        json.dump(rows, f, indent=1)
                 r = got["row"]
                 print(f"  done {library:12s} {variant:8s} {case:10s} "
                       f"{r['median_seconds']:.3f} s  {r['peak_bytes'] / 2**20:.0f} MiB", flush=True)
