@@ -227,6 +227,8 @@ def _merged(layer, x):
 def _run_torch(library, case, size, warmup, iters):
     import torch
 
+    if size.get("torch_threads"):
+        torch.set_num_threads(int(size["torch_threads"]))
     torch.manual_seed(0)
     if library == "snntorch":
         import snntorch
@@ -328,6 +330,9 @@ def _env():
 def run_benchmark(args) -> list[dict]:
     sizes = {case: dict(QUICK[case] if args.quick else FULL[case]) for case in CASES}
     sizes["linear_lif"]["I"] = 16 if args.quick else args.in_features
+    if args.torch_threads:
+        for case in CASES:
+            sizes[case]["torch_threads"] = args.torch_threads
     rows, extras = [], []
     for library in args.libraries:
         python = dict(args.python_for or []).get(library, sys.executable)
@@ -392,6 +397,9 @@ def main(argv=None):
                         help="input width of the linear_lif Linear (benchmark: = N)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch.set_num_threads for the torch libraries (default: torch's); "
+                        "on a loaded machine 1 thread avoids OpenMP oversubscription stalls")
     parser.add_argument("--worker-timeout", type=float, default=900,
                         help="seconds one (library, case) subprocess may take")
     parser.add_argument("--python-for", nargs=2, action="append", metavar=("LIBRARY", "PYTHON"),
