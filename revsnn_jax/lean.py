@@ -1,0 +1,471 @@
+"""Lean multi-step IF / LIF neurons: a hand-written backward over the time scan that stores
+almost nothing, with gradients equal to autodiff of the plain scan.
+
+**What autodiff of the plain scan keeps.** Differentiating :func:`revsnn_jax.neurons.lif_multistep`
+(``jax.lax.scan`` over ``T`` steps) makes JAX save, for every time step, the intermediates of the
+step's linearisation (the charged potential ``H[t]``, the surrogate's inputs, the spike used in the
+reset, ...): several floats per neuron and time step, on top of whatever produced the input
+``X`` (for a ``Linear``, the layer's input, kept anyway for the weight gradient).
+
+**What the lean scan keeps.** The backward of step ``t`` needs ``H[t]`` (through the surrogate
+derivative ``g'(H[t] - V_th)``), and ``H[t]`` depends on the input ``X[t]``: the potential cannot be
+rebuilt from the spikes alone. The lean scan therefore uses *time-chunked recomputation*:
+
+* forward: the ``T`` steps run as ``T / K`` chunks of ``K`` steps (default ``K`` ~ ``sqrt(T)``, a
+  divisor of ``T`` when one is close). Only the potential at the start of each chunk,
+  ``V[cK - 1]`` (``c = 0 .. T/K - 1``), is stored: ``T / K`` floats per neuron;
+* backward, chunk by chunk from the last: recompute the chunk's inputs and potentials from its
+  stored start potential, then run the reverse recursion of its ``K`` steps (the vector-Jacobian
+  product of the very same step function as the plain scan, :func:`revsnn_jax.neurons` charge /
+  fire / reset, so lean and plain cannot diverge), and hand ``dV`` at the chunk's start to the
+  previous chunk.
+
+Per step (LIF, ``a = 1 / tau``; IF is ``a = 0`` on the leak and ``1`` on the input), with
+``S[t] = Heaviside(H[t] - V_th)`` and hard reset ``V[t] = H[t] (1 - S[t]) + V_reset S[t]``:
+
+* ``dH[t] = dS[t] g'(H[t] - V_th) + dV[t] dV[t]/dH[t]``, where ``dV[t]/dH[t] = 1 - S[t]`` plus,
+  unless ``detach_reset``, ``(V_reset - H[t]) g'(H[t] - V_th)`` (soft reset: ``1`` and
+  ``- V_th g'(H[t] - V_th)``);
+* ``dX[t] = a dH[t]`` (``decay_input=True``) or ``dH[t]`` (``False``); ``dV[t-1] = (1 - a) dH[t]``.
+
+Two entry points:
+
+* :func:`lean_multistep` -- the neuron alone on an input ``x`` (``[T, ...]``). The backward
+  needs ``x`` (for ``H``), so it keeps a reference to it (shared with the caller, no copy) plus
+  the ``T / K`` chunk-start potentials: nothing else of the sequence's size;
+* :func:`lean_pre_multistep` (and its shortcuts :func:`linear_lif`, :func:`conv_lif`) -- the
+  neuron fused with the pre-synaptic op ``X = pre_fn(params, inputs)`` applied per time step.
+  The backward keeps ``params`` and ``inputs`` (which the weight gradient needs anyway) and the
+  chunk-start potentials, and recomputes ``X`` chunk by chunk: the node adds ``T / K`` floats
+  per neuron to the layer's memory, and the working set of the backward is one chunk
+  (``O(K)`` floats per neuron). The price is one more evaluation of ``pre_fn`` (and of the
+  neuron's forward) in the backward.
+
+Gradients equal autodiff of the plain scan (the per-chunk backward *is* autodiff of the same
+steps; float64 to rounding, tested for IF and LIF, hard and soft reset, ``detach_reset`` on and
+off, ``decay_input`` on and off and several surrogates). Neuron constants are Python floats
+(:class:`revsnn_jax.neurons.NeuronConfig`), not differentiated; PLIF's learnable ``tau`` and
+per-channel constants are not supported here (use :mod:`revsnn_jax.neurons`).
+
+**Parallel in time.** With a threshold reset the spike at ``t`` depends on ``V[t-1]``, so the
+recursion is not linear and no associative scan reproduces it exactly. Without reset it is
+linear, ``V[t] = (1 - a) V[t-1] + b X[t]``, and :func:`leaky_integrate_associative` computes it
+with ``jax.lax.associative_scan`` (``O(log T)`` depth) over the pairs ``(A, B)`` composed as
+``(A2, B2) o (A1, B1) = (A1 A2, A2 B1 + B2)``; :func:`lif_no_reset_associative` fires on it
+(``S[t] = Heaviside(V[t] - V_th)``, no reset: a non-resetting LIF readout). That is exact for the
+no-reset neuron only; a soft or hard reset needs the sequential scan.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from revsnn_jax import neurons
+from revsnn_jax import surrogate as surrogate_lib
+from revsnn_jax.neurons import NeuronConfig
+
+__all__ = [
+    "conv_lif",
+    "conv_nhwc",
+    "default_chunk",
+    "leaky_integrate_associative",
+    "lean_multistep",
+    "lean_pre_multistep",
+    "lif_no_reset_associative",
+    "linear_lif",
+]
+
+Array = jax.Array
+PyTree = Any
+DEFAULT_CONFIG = NeuronConfig()  # LIF, tau 2, hard reset to 0, sigmoid(4) (SpikingJelly's)
+
+
+# --------------------------------------------------------------------------- configuration
+def _check_config(config: NeuronConfig) -> None:
+    if not isinstance(config, NeuronConfig):
+        raise TypeError(
+            f"config must be a revsnn_jax.neurons.NeuronConfig, got {type(config).__name__}"
+        )
+    if config.kind not in ("if", "lif"):
+        raise ValueError(
+            f"the lean scan supports kind 'if' and 'lif', got {config.kind!r} "
+            "(the stateless 'quant' neuron needs no scan: use neurons.quantize_spike)"
+        )
+    for name in ("tau", "v_threshold") + (() if config.v_reset is None else ("v_reset",)):
+        value = getattr(config, name)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TypeError(
+                f"the lean scan takes {name} as a finite Python number, got {value!r}; "
+                "use revsnn_jax.neurons for array-valued or learnable constants"
+            )
+    if config.kind == "lif" and not config.tau > 0:
+        raise ValueError(f"tau must be positive, got {config.tau}")
+
+
+def default_chunk(time_steps: int) -> int:
+    """The chunk length ``K`` used when none is given: the divisor of ``T`` closest to
+    ``sqrt(T)`` if one lies within a factor 2 of it, else ``round(sqrt(T))`` (the last chunk is
+    then shorter). Memory of the backward is about ``K + T / K`` potentials per neuron."""
+    if time_steps < 1:
+        raise ValueError(f"need T >= 1 time steps, got {time_steps}")
+    root = math.sqrt(time_steps)
+    divisors = [k for k in range(1, time_steps + 1) if time_steps % k == 0
+                and root / 2 <= k <= 2 * root]
+    if divisors:
+        return min(divisors, key=lambda k: (k + time_steps / k, k))
+    return max(1, round(root))
+
+
+def _step_fn(config: NeuronConfig, dtype: Any) -> Callable[[Array, Array], tuple[Array, Array]]:
+    """``(v, x_t) -> (v_next, s_t)``: one step built from the same charge / fire / reset
+    functions as :mod:`revsnn_jax.neurons`, constants cast to ``dtype`` as there."""
+    spike_fn = surrogate_lib.get(config.surrogate)
+    v_th = jnp.asarray(config.v_threshold).astype(dtype)
+    v_reset = None if config.v_reset is None else jnp.asarray(config.v_reset).astype(dtype)
+    if config.kind == "lif":
+        inv_tau = 1 / jnp.asarray(config.tau).astype(dtype)
+
+        def charge(x_t, v):
+            return neurons._lif_charge(x_t, v, inv_tau, v_reset, config.decay_input)
+    else:
+        def charge(x_t, v):
+            return v + x_t
+
+    def step(v, x_t):
+        s, v_next = neurons._fire_and_reset(charge(x_t, v), v_th, v_reset,
+                                            config.detach_reset, spike_fn)
+        return v_next, s
+
+    return step
+
+
+def _time_steps(inputs: PyTree) -> int:
+    leaves = jax.tree_util.tree_leaves(inputs)
+    if not leaves:
+        raise ValueError("inputs is empty; need at least one array with a leading time axis")
+    sizes = {leaf.shape[0] if getattr(leaf, "ndim", 0) >= 1 else None for leaf in leaves}
+    if len(sizes) != 1 or None in sizes:
+        shapes = [getattr(leaf, "shape", ()) for leaf in leaves]
+        raise ValueError(
+            f"every input leaf needs the same leading time axis T, got shapes {shapes}"
+        )
+    (t,) = sizes
+    if t == 0:
+        raise ValueError("inputs have an empty time axis; need T >= 1 at axis 0")
+    return int(t)
+
+
+def _split(tree: PyTree, k: int, n: int) -> tuple[PyTree, PyTree | None]:
+    """Leading axis ``T = n K + r`` -> ``([n, K, ...] part, [r, ...] tail or None)``."""
+    main = jax.tree_util.tree_map(lambda a: a[: n * k].reshape((n, k, *a.shape[1:])), tree)
+    if n * k == _time_steps(tree):
+        return main, None
+    return main, jax.tree_util.tree_map(lambda a: a[n * k:], tree)
+
+
+def _join(main: Array, tail: Array | None) -> Array:
+    flat = main.reshape((-1, *main.shape[2:]))
+    return flat if tail is None else jnp.concatenate([flat, tail], axis=0)
+
+
+def _tree_add(a: PyTree, b: PyTree) -> PyTree:
+    return jax.tree_util.tree_map(jnp.add, a, b)
+
+
+# --------------------------------------------------------------------------- the lean core
+def _chunk_fn(config: NeuronConfig, pre_fn: Callable, params: PyTree, inputs_c: PyTree,
+              v0: Array) -> tuple[Array, Array]:
+    """One chunk: ``X = pre_fn(params, inputs_c)`` then the plain scan; ``(spikes, v_end)``."""
+    x_c = pre_fn(params, inputs_c)
+    v_end, s_c = jax.lax.scan(_step_fn(config, v0.dtype), v0, x_c)
+    return s_c, v_end
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _lean(config, pre_fn, chunk, params, inputs, v0):
+    return _lean_fwd(config, pre_fn, chunk, params, inputs, v0)[0]
+
+
+def _lean_fwd(config, pre_fn, chunk, params, inputs, v0):
+    t = _time_steps(inputs)
+    n = t // chunk
+    run = functools.partial(_chunk_fn, config, pre_fn, params)
+    main, tail = _split(inputs, chunk, n)
+
+    def body(v, inputs_c):
+        s_c, v_end = run(inputs_c, v)
+        return v_end, (s_c, v)
+
+    v, (s_main, starts) = jax.lax.scan(body, v0, main)
+    tail_start = v
+    s_tail = None
+    if tail is not None:
+        s_tail, v = run(tail, v)
+    spikes = _join(s_main, s_tail)
+    return (spikes, v), (params, inputs, starts, tail_start)
+
+
+def _lean_bwd(config, pre_fn, chunk, residuals, cotangents):
+    params, inputs, starts, tail_start = residuals
+    g_spikes, g_v = cotangents
+    t = _time_steps(inputs)
+    n = t // chunk
+    main, tail = _split(inputs, chunk, n)
+    g_main, g_tail = _split(g_spikes, chunk, n)
+    run = functools.partial(_chunk_fn, config, pre_fn)
+    g_params = jax.tree_util.tree_map(jnp.zeros_like, params)
+    g_inputs_tail = None
+    if tail is not None:
+        _, vjp = jax.vjp(run, params, tail, tail_start)
+        g_params, g_inputs_tail, g_v = vjp((g_tail, g_v))
+
+    def body(carry, xs):
+        g_params_acc, g_v_end = carry
+        inputs_c, v_start, g_s_c = xs
+        _, vjp = jax.vjp(run, params, inputs_c, v_start)
+        g_p, g_i, g_v_start = vjp((g_s_c, g_v_end))
+        return (_tree_add(g_params_acc, g_p), g_v_start), g_i
+
+    (g_params, g_v0), g_inputs_main = jax.lax.scan(
+        body, (g_params, g_v), (main, starts, g_main), reverse=True)
+    if g_inputs_tail is None:
+        g_inputs = jax.tree_util.tree_map(lambda a: a.reshape((-1, *a.shape[2:])),
+                                          g_inputs_main)
+    else:
+        g_inputs = jax.tree_util.tree_map(_join, g_inputs_main, g_inputs_tail)
+    return g_params, g_inputs, g_v0
+
+
+_lean.defvjp(_lean_fwd, _lean_bwd)
+
+
+# --------------------------------------------------------------------------- public functions
+def _identity_pre(params: PyTree, x: Array) -> Array:
+    del params
+    return x
+
+
+def _resolve_chunk(chunk: int | None, t: int) -> int:
+    if chunk is None:
+        return default_chunk(t)
+    if not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer number of time steps, got {chunk!r}")
+    return int(min(chunk, t))
+
+
+def lean_pre_multistep(
+    pre_fn: Callable[[PyTree, PyTree], Array],
+    params: PyTree,
+    inputs: PyTree,
+    config: NeuronConfig = DEFAULT_CONFIG,
+    *,
+    v_init: Array | None = None,
+    chunk: int | None = None,
+) -> tuple[Array, Array]:
+    """Spikes of ``neuron(pre_fn(params, inputs))`` over time, with the lean backward.
+
+    ``inputs`` is a pytree whose leaves are time-major ``[T, ...]``; ``pre_fn(params,
+    inputs_c)`` maps any run of ``k`` steps (leaves ``[k, ...]``) to the neurons' input
+    ``X`` shaped ``[k, ...]``, acting on each step independently (a ``Linear`` or a conv applied
+    to the merged ``[k * B, ...]`` batch, a bias, a normalisation with fixed statistics). It is
+    applied chunk by chunk, in the forward and again in the backward. Returns
+    ``(spikes [T, ...], v_final)`` and differentiates ``params``, ``inputs`` and ``v_init``.
+    """
+    _check_config(config)
+    t = _time_steps(inputs)
+    chunk = _resolve_chunk(chunk, t)
+    probe = jax.eval_shape(pre_fn, params,
+                           jax.tree_util.tree_map(lambda a: a[:1], inputs))
+    if probe.shape[:1] != (1,) or not jnp.issubdtype(probe.dtype, jnp.floating):
+        raise ValueError(
+            f"pre_fn must map a [k, ...] run of inputs to a floating [k, ...] array, got "
+            f"{probe.dtype}{tuple(probe.shape)} for k = 1"
+        )
+    step_shape = probe.shape[1:]
+    if v_init is None:
+        v0 = jnp.zeros(step_shape, probe.dtype)
+    else:
+        v_init = jnp.asarray(v_init)
+        if v_init.shape not in ((), step_shape):
+            raise ValueError(
+                f"v_init has shape {v_init.shape}, expected one time step's shape {step_shape}"
+            )
+        v0 = jnp.broadcast_to(v_init, step_shape).astype(probe.dtype)
+    return _lean(config, pre_fn, chunk, params, inputs, v0)
+
+
+def lean_multistep(
+    x: Array,
+    config: NeuronConfig = DEFAULT_CONFIG,
+    *,
+    v_init: Array | None = None,
+    chunk: int | None = None,
+) -> tuple[Array, Array]:
+    """The neuron of ``config`` over ``x`` (``[T, ...]``) with the lean backward.
+
+    Same values and gradients as :func:`revsnn_jax.neurons.lif_multistep` /
+    :func:`~revsnn_jax.neurons.if_multistep` with the same settings; returns
+    ``(spikes, v_final)``. The backward keeps ``x`` (shared with the caller) and ``T / chunk``
+    chunk-start potentials.
+    """
+    x, _ = neurons._check_sequence(x, None)
+    return lean_pre_multistep(_identity_pre, (), x, config, v_init=v_init, chunk=chunk)
+
+
+def _linear_pre(params, inputs):
+    weight, bias = params
+    y = jnp.einsum("t...i,io->t...o", inputs, weight)
+    return y if bias is None else y + bias
+
+
+def linear_lif(
+    weight: Array,
+    bias: Array | None,
+    inputs: Array,
+    config: NeuronConfig = DEFAULT_CONFIG,
+    *,
+    v_init: Array | None = None,
+    chunk: int | None = None,
+) -> tuple[Array, Array]:
+    """``neuron(inputs @ weight + bias)`` over time (``inputs [T, ..., in]``, ``weight
+    [in, out]``), lean: the backward keeps ``inputs``, the weights and ``T / chunk`` potentials
+    per neuron and recomputes the matmul chunk by chunk. Returns ``(spikes, v_final)``."""
+    if inputs.shape[-1] != weight.shape[0]:
+        raise ValueError(
+            f"inputs have {inputs.shape[-1]} features but weight is {weight.shape} "
+            "(expected [in_features, out_features])"
+        )
+    return lean_pre_multistep(_linear_pre, (weight, bias), inputs, config,
+                              v_init=v_init, chunk=chunk)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_nhwc(x: Array, kernel: Array, stride: int, pads: tuple) -> Array:
+    """A 2-D convolution ``x [N, H, W, C_in]`` * ``kernel [kh, kw, C_in, C_out]``, stride
+    ``stride``, ``pads = ((top, bottom), (left, right))``: ``lax.conv_general_dilated`` (NHWC x HWIO, explicit ``pads``) whose kernel gradient is
+    ``dK[a, b] = sum_{n,h,w} Xpad[n, a + s h, b + s w, :]^T dY[n, h, w, :]`` -- ``kh * kw``
+    matmuls. Same value and gradients as autodiff of the convolution (to rounding); XLA:CPU
+    runs its own kernel-gradient convolution ~30x slower than these matmuls, and slower still
+    inside the backward's loop over chunks."""
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), pads,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def conv_nhwc_fwd(x, kernel, stride, pads):
+    return conv_nhwc(x, kernel, stride, pads), (x, kernel)
+
+
+def conv_nhwc_bwd(stride, pads, residuals, g):
+    x, kernel = residuals
+
+    def conv_x(x):
+        return jax.lax.conv_general_dilated(x, kernel, (stride, stride), pads,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    (g_x,) = jax.vjp(conv_x, x)[1](g)
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    out_h, out_w = g.shape[1:3]
+    rows = []
+    for a in range(kernel.shape[0]):
+        cols = []
+        for b in range(kernel.shape[1]):
+            window = xp[:, a: a + stride * (out_h - 1) + 1: stride,
+                        b: b + stride * (out_w - 1) + 1: stride]
+            cols.append(jnp.einsum("nhwi,nhwo->io", window, g))
+        rows.append(jnp.stack(cols))
+    return g_x, jnp.stack(rows).astype(kernel.dtype)
+
+
+conv_nhwc.defvjp(conv_nhwc_fwd, conv_nhwc_bwd)
+
+
+def _conv_pre(stride, pads, params, inputs):
+    kernel, bias = params
+    t, b = inputs.shape[:2]
+    y = conv_nhwc(inputs.reshape((t * b, *inputs.shape[2:])), kernel, stride, pads)
+    y = y.reshape((t, b, *y.shape[1:]))
+    return y if bias is None else y + bias
+
+
+def conv_lif(
+    kernel: Array,
+    bias: Array | None,
+    inputs: Array,
+    config: NeuronConfig = DEFAULT_CONFIG,
+    *,
+    stride: int = 1,
+    padding: str | tuple = "SAME",
+    v_init: Array | None = None,
+    chunk: int | None = None,
+) -> tuple[Array, Array]:
+    """``neuron(conv(inputs, kernel) + bias)`` over time, lean. ``inputs [T, B, H, W, C_in]``
+    (NHWC per step), ``kernel [kh, kw, C_in, C_out]`` (HWIO), ``padding`` ``"SAME"``,
+    ``"VALID"`` or ``((top, bottom), (left, right))``. The kernel gradient is computed as
+    ``kh * kw`` matmuls (see ``conv_nhwc``). Returns ``(spikes, v_final)``."""
+    if inputs.ndim != 5 or kernel.ndim != 4 or inputs.shape[-1] != kernel.shape[2]:
+        raise ValueError(
+            f"conv_lif needs inputs [T, B, H, W, C_in] and kernel [kh, kw, C_in, C_out], got "
+            f"{inputs.shape} and {kernel.shape}"
+        )
+    if isinstance(padding, str):
+        pads = tuple(jax.lax.padtype_to_pads(inputs.shape[2:4], kernel.shape[:2],
+                                             (stride, stride), padding))
+    else:
+        pads = tuple(map(tuple, padding))
+    pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+    pre = functools.partial(_conv_pre, int(stride), pads)
+    return lean_pre_multistep(pre, (kernel, bias), inputs, config, v_init=v_init, chunk=chunk)
+
+
+# --------------------------------------------------------------------------- parallel in time
+def leaky_integrate_associative(
+    x: Array, *, tau: float | None = 2.0, decay_input: bool = True,
+    v_init: Array | None = None,
+) -> Array:
+    """The potential of a non-resetting LIF (``tau``) or IF (``tau=None``) neuron over ``x``
+    (``[T, ...]``), all ``T`` steps at once with ``jax.lax.associative_scan``.
+
+    ``V[t] = (1 - a) V[t-1] + b X[t]`` with ``a = 1 / tau`` and ``b = a`` (``decay_input``) or
+    ``1``; IF: ``a = 0``, ``b = 1``. Returns ``V`` shaped like ``x``. Exact up to floating-point
+    reassociation (differentiable by autodiff).
+    """
+    x, v0 = neurons._check_sequence(x, v_init)
+    if tau is None:
+        decay = jnp.ones((), x.dtype)
+        gain = jnp.ones((), x.dtype)
+    else:
+        if not tau > 0:
+            raise ValueError(f"tau must be positive, got {tau}")
+        inv_tau = 1 / jnp.asarray(tau).astype(x.dtype)
+        decay = 1 - inv_tau
+        gain = inv_tau if decay_input else jnp.ones((), x.dtype)
+    b = gain * x
+    b = b.at[0].add(decay * v0)
+    a = jnp.broadcast_to(decay, x.shape)
+
+    def combine(first, second):
+        a1, b1 = first
+        a2, b2 = second
+        return a1 * a2, a2 * b1 + b2
+
+    _, v = jax.lax.associative_scan(combine, (a, b))
+    return v
+
+
+def lif_no_reset_associative(
+    x: Array, *, tau: float | None = 2.0, decay_input: bool = True, v_threshold: float = 1.0,
+    surrogate: surrogate_lib.SurrogateLike = "sigmoid", v_init: Array | None = None,
+) -> tuple[Array, Array]:
+    """Spikes ``S[t] = Heaviside(V[t] - V_th)`` of a neuron that never resets, with ``V`` from
+    :func:`leaky_integrate_associative` (parallel in ``T``). Returns ``(spikes, v_trace)``.
+    Not a substitute for a resetting LIF: with a reset the recursion is nonlinear."""
+    v = leaky_integrate_associative(x, tau=tau, decay_input=decay_input, v_init=v_init)
+    spike_fn = surrogate_lib.get(surrogate)
+    return spike_fn(v - jnp.asarray(v_threshold).astype(v.dtype)), v

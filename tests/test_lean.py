@@ -1,0 +1,243 @@
+"""The lean neuron scan (revsnn_jax.lean): values and gradients equal the plain scan's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from revsnn_jax import lean, neurons
+from revsnn_jax.memory import compiled_memory
+from revsnn_jax.neurons import NeuronConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CONFIGS = [
+    NeuronConfig(),  # LIF, hard reset, sigmoid
+    NeuronConfig(v_reset=None, surrogate="atan"),  # soft reset
+    NeuronConfig(detach_reset=True, surrogate="triangle", tau=1.5),
+    NeuronConfig(decay_input=False, v_reset=0.2, surrogate="fast_sigmoid"),
+    NeuronConfig(decay_input=False, v_reset=None, detach_reset=True, surrogate="rectangle"),
+    NeuronConfig(kind="if", v_threshold=0.8),
+    NeuronConfig(kind="if", v_reset=None, detach_reset=True, surrogate="atan"),
+]
+
+
+def _plain(config, x, v_init):
+    kw = dict(v_threshold=config.v_threshold, v_reset=config.v_reset,
+              detach_reset=config.detach_reset, surrogate=config.surrogate, v_init=v_init)
+    if config.kind == "if":
+        return neurons.if_multistep(x, **kw)
+    return neurons.lif_multistep(x, tau=config.tau, decay_input=config.decay_input, **kw)
+
+
+def _data(dtype, t=13, shape=(3, 7)):
+    keys = jax.random.split(jax.random.PRNGKey(7), 4)
+    x = jax.random.normal(keys[0], (t, *shape), dtype) * 1.5 + 0.4
+    v0 = jax.random.normal(keys[1], shape, dtype) * 0.5
+    g_s = jax.random.normal(keys[2], (t, *shape), dtype)
+    g_v = jax.random.normal(keys[3], shape, dtype)
+    return x, v0, g_s, g_v
+
+
+def _value_and_vjp(f, args, cotangent):
+    def run(args, cotangent):
+        out, vjp = jax.vjp(f, *args)
+        return out, vjp(cotangent)
+    return jax.jit(run)(args, cotangent)
+
+
+def _compare(f_plain, f_lean, args, cotangent, rtol, atol):
+    out_p, grads_p = _value_and_vjp(f_plain, args, cotangent)
+    out_l, grads_l = _value_and_vjp(f_lean, args, cotangent)
+    for a, b in zip(jax.tree_util.tree_leaves(out_p), jax.tree_util.tree_leaves(out_l),
+                    strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(jax.tree_util.tree_leaves(grads_p), jax.tree_util.tree_leaves(grads_l),
+                    strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=rtol, atol=atol)
+    return out_p
+
+
+def _name(c):
+    return f"{c.kind}-{c.v_reset}-{c.detach_reset}-{c.decay_input}-{c.surrogate}"
+
+
+@pytest.mark.parametrize("config,chunk", [(c, None) for c in CONFIGS]
+                         + [(CONFIGS[0], 1), (CONFIGS[0], 13), (CONFIGS[1], 5), (CONFIGS[5], 5)],
+                         ids=lambda v: _name(v) if isinstance(v, NeuronConfig) else str(v))
+def test_lean_multistep_equals_plain_float64(config, chunk):
+    """T = 13: the default chunk 4 leaves a shorter last chunk; 1, 5 and 13 cover the rest."""
+    x, v0, g_s, g_v = _data(jnp.float64)
+    out = _compare(lambda x, v: _plain(config, x, v),
+                   lambda x, v: lean.lean_multistep(x, config, v_init=v, chunk=chunk),
+                   (x, v0), (g_s, g_v), rtol=1e-12, atol=1e-13)
+    rate = float(out[0].mean())
+    assert 0.05 < rate < 0.95, f"test input should make neurons fire sometimes, rate {rate}"
+
+
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[2], CONFIGS[5]], ids=_name)
+def test_lean_multistep_equals_plain_float32(config):
+    x, v0, g_s, g_v = _data(jnp.float32, t=24)
+    _compare(lambda x, v: _plain(config, x, v),
+             lambda x, v: lean.lean_multistep(x, config, v_init=v, chunk=5),
+             (x, v0), (g_s, g_v), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[6]], ids=_name)
+def test_linear_lif_equals_plain_composition(config):
+    t, b, i, n = 11, 2, 5, 6
+    keys = jax.random.split(jax.random.PRNGKey(1), 4)
+    w = jax.random.normal(keys[0], (i, n), jnp.float64)
+    bias = jax.random.normal(keys[1], (n,), jnp.float64) * 0.3
+    inputs = jax.random.normal(keys[2], (t, b, i), jnp.float64)
+    g_s = jax.random.normal(keys[3], (t, b, n), jnp.float64)
+
+    def plain(w, bias, inputs):
+        return _plain(config, jnp.einsum("tbi,io->tbo", inputs, w) + bias, None)[0]
+
+    def fused(w, bias, inputs):
+        return lean.linear_lif(w, bias, inputs, config, chunk=3)[0]
+
+    _compare(plain, fused, (w, bias, inputs), g_s, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_lif_equals_plain_composition():
+    config = NeuronConfig(detach_reset=True)
+    t, b, h, c_in, c_out = 6, 2, 5, 3, 4
+    keys = jax.random.split(jax.random.PRNGKey(2), 4)
+    kernel = jax.random.normal(keys[0], (3, 3, c_in, c_out), jnp.float64) * 0.5
+    bias = jnp.full((c_out,), 0.1, jnp.float64)
+    inputs = jax.random.normal(keys[1], (t, b, h, h, c_in), jnp.float64)
+    g_s = jax.random.normal(keys[2], (t, b, h, h, c_out), jnp.float64)
+
+    def plain(kernel, bias, inputs):
+        y = jax.lax.conv_general_dilated(inputs.reshape(t * b, h, h, c_in), kernel, (1, 1),
+                                         "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return _plain(config, y.reshape(t, b, h, h, c_out) + bias, None)[0]
+
+    def fused(kernel, bias, inputs):
+        return lean.conv_lif(kernel, bias, inputs, config, chunk=4)[0]
+
+    _compare(plain, fused, (kernel, bias, inputs), g_s, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride,padding", [(1, "VALID"), (2, "SAME"), (2, ((0, 1), (2, 0)))])
+def test_conv_nhwc_gradients_equal_autodiff(stride, padding):
+    keys = jax.random.split(jax.random.PRNGKey(3), 3)
+    x = jax.random.normal(keys[0], (2, 7, 6, 3), jnp.float64)
+    kernel = jax.random.normal(keys[1], (3, 2, 3, 4), jnp.float64)
+    pads = tuple(jax.lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], (stride, stride),
+                                         padding)) if isinstance(padding, str) else padding
+
+    def reference(x, kernel):
+        return jax.lax.conv_general_dilated(x, kernel, (stride, stride), pads,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    out = reference(x, kernel)
+    g = jax.random.normal(keys[2], out.shape, jnp.float64)
+    _compare(reference, lambda x, k: lean.conv_nhwc(x, k, stride, pads), (x, kernel), g,
+             rtol=1e-12, atol=1e-12)
+
+
+def test_lean_lowers_training_memory_at_long_horizon():
+    """fwd+bwd of Linear + LIF at T = 100 (XLA's compiled plan): lean >= 3x below plain."""
+    t, b, i, n = 100, 2, 8, 256
+    args = (jax.ShapeDtypeStruct((i, n), jnp.float32), jax.ShapeDtypeStruct((n,), jnp.float32),
+            jax.ShapeDtypeStruct((t, b, i), jnp.float32))
+
+    def plain(w, bias, inputs):
+        return neurons.neuron_multistep(jnp.einsum("tbi,io->tbo", inputs, w) + bias,
+                                        NeuronConfig()).sum()
+
+    def fused(w, bias, inputs):
+        return lean.linear_lif(w, bias, inputs)[0].sum()
+
+    mem = {name: compiled_memory(jax.grad(f, argnums=(0, 1)), *args).temp_bytes
+           for name, f in (("plain", plain), ("lean", fused))}
+    assert mem["lean"] * 3 <= mem["plain"], mem
+
+
+def test_default_chunk():
+    assert lean.default_chunk(500) in (20, 25)
+    assert lean.default_chunk(16) == 4
+    assert lean.default_chunk(13) == 4  # prime: round(sqrt(13)), shorter last chunk
+    assert lean.default_chunk(1) == 1
+    with pytest.raises(ValueError, match="T >= 1"):
+        lean.default_chunk(0)
+
+
+def test_lean_rejects_bad_input():
+    x = jnp.ones((4, 3), jnp.float32)
+    with pytest.raises(ValueError, match="kind 'if' and 'lif'"):
+        lean.lean_multistep(x, NeuronConfig(kind="quant"))
+    with pytest.raises(TypeError, match="Python number"):
+        lean.lean_multistep(x, NeuronConfig(tau=jnp.ones(3)))
+    with pytest.raises(ValueError, match="chunk must be a positive integer"):
+        lean.lean_multistep(x, chunk=0)
+    with pytest.raises(TypeError, match="floating"):
+        lean.lean_multistep(jnp.ones((4, 3), jnp.int32))
+    with pytest.raises(ValueError, match="features"):
+        lean.linear_lif(jnp.ones((5, 2)), None, jnp.ones((4, 1, 3)))
+    with pytest.raises(ValueError, match="v_init has shape"):
+        lean.lean_multistep(x, v_init=jnp.ones(4))
+
+
+@pytest.mark.parametrize("tau,decay_input", [(2.0, True), (3.0, False), (None, True)])
+def test_associative_integrator_equals_sequential(tau, decay_input):
+    x, v0, _, _ = _data(jnp.float64, t=37)
+    v = jax.jit(lambda x, v0: lean.leaky_integrate_associative(
+        x, tau=tau, decay_input=decay_input, v_init=v0))(x, v0)
+    # a soft-reset neuron that never reaches its threshold is the non-resetting integrator
+    far = 1e9
+    if tau is None:
+        trace = jax.jit(lambda x, v0: neurons.if_multistep(
+            x, v_threshold=far, v_reset=None, v_init=v0, return_trace=True)[2])(x, v0)
+    else:
+        trace = jax.jit(lambda x, v0: neurons.lif_multistep(
+            x, tau=tau, decay_input=decay_input, v_threshold=far, v_reset=None, v_init=v0,
+            return_trace=True)[2])(x, v0)
+    np.testing.assert_allclose(np.asarray(v), np.asarray(trace), rtol=1e-12, atol=1e-12)
+    spikes, v2 = jax.jit(lambda x, v0: lean.lif_no_reset_associative(
+        x, tau=tau, decay_input=decay_input, v_init=v0))(x, v0)
+    np.testing.assert_array_equal(np.asarray(spikes), np.asarray(v2 >= 1.0, np.float64))
+    grad = jax.jit(jax.grad(lambda x: lean.lif_no_reset_associative(x, tau=tau)[0].sum()))(x)
+    assert np.all(np.isfinite(np.asarray(grad))) and float(jnp.abs(grad).sum()) > 0
+
+
+def test_bench_neurons_quick_ours():
+    """The benchmark's CI mode: our two variants only (one subprocess each, so one case keeps
+    the test short), the JSON schema, and equal lean / plain gradients in both cases."""
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
+    try:
+        import bench_neurons
+    finally:
+        sys.path.pop(0)
+    out = os.path.join(os.environ.get("PYTEST_TMPDIR", "/tmp"), f"bench_{os.getpid()}.json")
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_ENABLE_X64="0")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "bench_neurons.py"),
+                           "--quick", "--libraries", "revsnn_jax", "--cases", "linear_lif",
+                           "--json", out, "--warmup", "0", "--iters", "1"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(out) as f:
+        rows = json.load(f)
+    os.remove(out)
+    assert {(r["variant"], r["case"]) for r in rows} == {("plain", "linear_lif"),
+                                                         ("lean", "linear_lif")}
+    for row in rows:
+        assert tuple(row) == bench_neurons.ROW_KEYS
+        assert row["library"] == "revsnn_jax" and row["dtype"] == "float32"
+        assert row["median_seconds"] > 0 and row["compile_seconds"] > 0
+        assert isinstance(row["peak_bytes"], int) and row["peak_bytes"] >= 0
+    for case in ("linear_lif", "conv_lif"):
+        size = dict(bench_neurons.QUICK[case], I=16)
+        assert bench_neurons.lean_plain_gradient_gap(case, size) < 1e-5
