@@ -54,6 +54,7 @@ Array = jax.Array
 
 def heaviside(x: Array) -> Array:
     """The exact step ``1[x >= 0]`` in ``x``'s dtype (``Heaviside(0) = 1``), no gradient."""
+    x = jnp.asarray(x)
     return (x >= 0).astype(x.dtype)
 
 
@@ -118,9 +119,14 @@ class Surrogate:
     def derivative(self, x: Array) -> Array:
         """The surrogate derivative ``g'(x)`` in ``x``'s dtype."""
         fn, _, _ = _REGISTRY[self.name]
+        x = jnp.asarray(x)
         return fn(x, self.param).astype(x.dtype)
 
     def __call__(self, x: Array) -> Array:
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(f"a spike function needs a floating input, got dtype {x.dtype} "
+                            "(cast it, e.g. x.astype(jnp.float32))")
         return spike(x, self)
 
     def __repr__(self) -> str:

@@ -56,3 +56,11 @@ def test_unknown_name_and_bad_parameter_are_clear():
         surrogate.sigmoid(-1.0)
     with pytest.raises(TypeError, match="surrogate must be"):
         surrogate.get(3)
+
+
+def test_python_scalars_are_accepted_and_integers_rejected():
+    sg = surrogate.get("atan")
+    assert float(sg(0.0)) == 1.0 and float(sg(-0.5)) == 0.0
+    assert float(jax.grad(sg)(0.0)) == float(sg.derivative(0.0)) > 0
+    with pytest.raises(TypeError, match="floating"):
+        sg(jnp.arange(3))
