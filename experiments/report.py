@@ -305,8 +305,13 @@ def _neurons(rows: list | dict | None) -> str | None:
         def num(v, scale=1.0, fmt=".3g"):
             return "" if v is None else format(v * scale, fmt)
 
+        def _ms(seconds):
+            if seconds is None:
+                return ""
+            return format(seconds * 1e3, ",.0f" if seconds >= 0.1 else ".3g")
+
         out.append((r["library"], r["variant"], r["case"], r["device"], r["dtype"],
-                    num(r["median_seconds"], 1e3), num(r["compile_seconds"], 1.0, ".1f"),
+                    _ms(r["median_seconds"]), num(r["compile_seconds"], 1.0, ".1f"),
                     "" if r["peak_bytes"] is None else _mib(r["peak_bytes"])))
     return ("### Neuron speed against other libraries (`neurons.json`)\n\n"
             + _table(("library", "variant", "case", "device", "dtype", "median ms",

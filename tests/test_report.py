@@ -72,6 +72,7 @@ def _results_copy(tmp_path):
 
 def test_neurons_json_is_rendered_when_present_and_skipped_when_absent(tmp_path):
     results = _results_copy(tmp_path)
+    (results / "neurons.json").unlink(missing_ok=True)
     assert "Neuron speed against other libraries" not in report.results_markdown(results)
     rows = [{"library": "revsnn-jax", "variant": "lif scan", "case": "T=16 B=32 N=4096",
              "device": "cpu", "dtype": "float32", "median_seconds": 0.01234,
