@@ -32,6 +32,7 @@ import numpy as np
 from flax import nnx
 
 from revsnn_jax import neurons
+from revsnn_jax.nnx_utils import sow_intermediate
 
 __all__ = [
     "BatchNorm",
@@ -169,7 +170,7 @@ class SpikingNeuron(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         spikes = neurons.neuron_multistep(x, self.config)
-        self.sow(nnx.Intermediate, "firing_rate", jax.lax.stop_gradient(spikes).mean())
+        sow_intermediate(self, "firing_rate", jax.lax.stop_gradient(spikes).mean())
         return spikes
 
 

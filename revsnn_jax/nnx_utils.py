@@ -7,7 +7,7 @@ from typing import Any
 
 from flax import nnx
 
-__all__ = ["MODEL_STATE", "call_capturing", "mean_of_sown", "merge_fresh"]
+__all__ = ["MODEL_STATE", "call_capturing", "mean_of_sown", "merge_fresh", "sow_intermediate"]
 
 # flax >= 0.11 keeps Variables inside State and needs nnx.merge(..., copy=True) to build fresh
 # ones (mutating a Variable created outside a jax transform raises TraceContextError); flax 0.10
@@ -36,6 +36,19 @@ def call_capturing(method: Any, *args: Any) -> tuple[Any, Any]:
         return nnx.capture(method, nnx.Intermediate)(*args)
     out = method(*args)
     return out, nnx.pop(method.__self__, nnx.Intermediate)
+
+
+def sow_intermediate(module: Any, name: str, value: Any) -> None:
+    """Record ``value`` as an ``nnx.Intermediate`` named ``name`` where it will be collected.
+
+    On flax >= 0.12, a value is collected only inside ``nnx.capture`` (what
+    :func:`call_capturing` uses); outside it ``Module.sow`` is deprecated and would store the
+    value on the module, so a plain eager call ``model(x)`` records nothing. Older flax versions
+    always sow (:func:`call_capturing` pops the values again).
+    """
+    if hasattr(nnx, "capture") and not hasattr(module, "__captures__"):
+        return
+    module.sow(nnx.Intermediate, name, value)
 
 
 def mean_of_sown(sown: Any, name: str = "firing_rate") -> Any:

@@ -64,7 +64,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from revsnn_jax.nnx_utils import MODEL_STATE, call_capturing, mean_of_sown, merge_fresh
+from revsnn_jax.nnx_utils import (
+    MODEL_STATE,
+    call_capturing,
+    mean_of_sown,
+    merge_fresh,
+    sow_intermediate,
+)
 
 __all__ = [
     "BACKWARDS",
@@ -580,6 +586,6 @@ class ReversibleSequence(nnx.Module):
         nnx.update(self.g, g_new)
         rates = [r for r in (f_rate, g_rate) if r is not None]
         if rates:  # per-block means of the neurons inside F and G
-            self.sow(nnx.Intermediate, "firing_rate",
-                     jax.lax.stop_gradient(jnp.mean(jnp.stack(rates))))
+            sow_intermediate(self, "firing_rate",
+                             jax.lax.stop_gradient(jnp.mean(jnp.stack(rates))))
         return y

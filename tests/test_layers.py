@@ -79,3 +79,20 @@ def test_spiking_neuron_layer_is_parameter_free():
     s = sn(jnp.full((3, 2), 0.6, jnp.float32))  # IF: 0.6, 1.2 -> spike, reset, 0.6
     np.testing.assert_array_equal(np.asarray(s[:, 0]), [0.0, 1.0, 0.0])
     assert not jax.tree.leaves(nnx.state(sn, nnx.Param))
+
+
+def test_eager_calls_record_nothing_and_warn_nothing_captured_calls_record_rates():
+    import warnings
+
+    from revsnn_jax.models import create
+    from revsnn_jax.nnx_utils import call_capturing, mean_of_sown
+
+    model = create("revsresnet21", widths=(4, 4, 8, 8), time_steps=2, rngs=nnx.Rngs(0))
+    x = jnp.ones((2, 32, 32, 3), jnp.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        model(x)
+    assert not nnx.state(model, nnx.Intermediate)  # nothing left on the module
+    _, sown = call_capturing(model.__call__, x)
+    rate = mean_of_sown(sown)
+    assert rate is not None and 0.0 <= float(rate) <= 1.0

@@ -23,6 +23,7 @@ from flax import nnx
 
 from revsnn_jax import neurons
 from revsnn_jax.models.registry import register
+from revsnn_jax.nnx_utils import sow_intermediate
 
 __all__ = ["SpikingLayer", "SpikingMLP"]
 
@@ -52,7 +53,7 @@ class SpikingLayer(nnx.Module):
         if static:  # direct encoding: the same input current at every step
             h = jnp.broadcast_to(h, (self.time_steps, *h.shape))
         spikes, _ = neurons.lif_multistep(h, tau=self.tau, surrogate=self.surrogate)
-        self.sow(nnx.Intermediate, "firing_rate", spikes.mean())
+        sow_intermediate(self, "firing_rate", spikes.mean())
         return spikes
 
 
