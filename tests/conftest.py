@@ -15,3 +15,22 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 import jax  # XLA_FLAGS must be set before the backend starts
 
 jax.config.update("jax_enable_x64", True)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def xla_compilation_cache(tmp_path_factory):
+    """Share XLA's persistent compilation cache within a module whose runs compile the same
+    small steps again and again (``pytestmark = pytest.mark.usefixtures(...)``); restored
+    afterwards."""
+    old = (jax.config.jax_compilation_cache_dir,
+           jax.config.jax_persistent_cache_min_compile_time_secs,
+           jax.config.jax_persistent_cache_min_entry_size_bytes)
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    yield
+    jax.config.update("jax_compilation_cache_dir", old[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", old[2])

@@ -38,19 +38,8 @@ CLI_ARGS = ["--config", "digits_mlp", "--steps", str(STEPS), "--model-overrides"
 DELAY = "0.12"  # seconds per step in the runs a test signals (REVSNN_TEST_STEP_DELAY)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _compilation_cache(tmp_path_factory):
-    """In-process runs below compile the same small steps again: share XLA's cache."""
-    old = (jax.config.jax_compilation_cache_dir,
-           jax.config.jax_persistent_cache_min_compile_time_secs,
-           jax.config.jax_persistent_cache_min_entry_size_bytes)
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    yield
-    jax.config.update("jax_compilation_cache_dir", old[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", old[2])
+# in-process runs below compile the same small steps again: share XLA's cache
+pytestmark = pytest.mark.usefixtures("xla_compilation_cache")
 
 
 # --------------------------------------------------------------------------- subprocess runs

@@ -20,19 +20,8 @@ from revsnn_jax.config import TrainConfig, list_configs, load_config, parse_valu
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _compilation_cache(tmp_path_factory):
-    """The runs below compile the same small steps again and again: share XLA's cache."""
-    old = (jax.config.jax_compilation_cache_dir,
-           jax.config.jax_persistent_cache_min_compile_time_secs,
-           jax.config.jax_persistent_cache_min_entry_size_bytes)
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    yield
-    jax.config.update("jax_compilation_cache_dir", old[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", old[2])
+# the runs below compile the same small steps again and again: share XLA's cache
+pytestmark = pytest.mark.usefixtures("xla_compilation_cache")
 
 # a small, fast spiking_mlp run on the bundled digits
 SMALL = dict(model="spiking_mlp", model_overrides={"hidden": [32]}, dataset="digits",
