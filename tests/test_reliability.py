@@ -25,9 +25,10 @@ import warnings
 import jax
 import numpy as np
 import pytest
+from small_runs import small
 
 from revsnn_jax import cli, train
-from revsnn_jax.config import TrainConfig, load_config
+from revsnn_jax.config import load_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 16
@@ -238,16 +239,6 @@ def test_sigterm_saves_a_checkpoint_and_exits_then_resumes_bitwise(
 
 
 # --------------------------------------------------------------------------- in-process runs
-SMALL = dict(model="spiking_mlp", model_overrides={"hidden": [32]}, dataset="digits",
-             batch_size=32, eval_batch_size=120, learning_rate=0.1, schedule="constant",
-             log_every=1, checkpoint_every=1000, measure_memory=False, num_threads=2,
-             prefetch=16, hflip=False)
-
-
-def small(**changes) -> TrainConfig:
-    return TrainConfig(**{**SMALL, **changes})
-
-
 def _losses(workdir) -> list[float]:
     return [r["train_loss"] for r in _records(pathlib.Path(workdir)) if "train_loss" in r]
 

@@ -13,26 +13,16 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from small_runs import SMALL, small
 
 from revsnn_jax import cli, train
-from revsnn_jax.config import TrainConfig, list_configs, load_config, parse_value
+from revsnn_jax.config import list_configs, load_config, parse_value
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 # the runs below compile the same small steps again and again: share XLA's cache
 pytestmark = pytest.mark.usefixtures("xla_compilation_cache")
-
-# a small, fast spiking_mlp run on the bundled digits
-SMALL = dict(model="spiking_mlp", model_overrides={"hidden": [32]}, dataset="digits",
-             batch_size=32, eval_batch_size=120, learning_rate=0.1, schedule="constant",
-             log_every=1, checkpoint_every=1000, measure_memory=False, num_threads=2,
-             prefetch=16, hflip=False)
-
-
-def small(**changes) -> TrainConfig:
-    return TrainConfig(**{**SMALL, **changes})
-
 
 def _metrics(workdir) -> list[dict]:
     lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
