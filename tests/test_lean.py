@@ -92,8 +92,9 @@ def test_lean_multistep_equals_plain_float32(config):
              (x, v0), (g_s, g_v), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("recompute_pre", [False, True], ids=["keep-X", "recompute-X"])
 @pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[6]], ids=_name)
-def test_linear_lif_equals_plain_composition(config):
+def test_linear_lif_equals_plain_composition(config, recompute_pre):
     t, b, i, n = 11, 2, 5, 6
     keys = jax.random.split(jax.random.PRNGKey(1), 4)
     w = jax.random.normal(keys[0], (i, n), jnp.float64)
@@ -105,12 +106,14 @@ def test_linear_lif_equals_plain_composition(config):
         return _plain(config, jnp.einsum("tbi,io->tbo", inputs, w) + bias, None)[0]
 
     def fused(w, bias, inputs):
-        return lean.linear_lif(w, bias, inputs, config, chunk=3)[0]
+        return lean.linear_lif(w, bias, inputs, config, chunk=3,
+                               recompute_pre=recompute_pre)[0]
 
     _compare(plain, fused, (w, bias, inputs), g_s, rtol=1e-12, atol=1e-12)
 
 
-def test_conv_lif_equals_plain_composition():
+@pytest.mark.parametrize("recompute_pre", [False, True], ids=["keep-X", "recompute-X"])
+def test_conv_lif_equals_plain_composition(recompute_pre):
     config = NeuronConfig(detach_reset=True)
     t, b, h, c_in, c_out = 6, 2, 5, 3, 4
     keys = jax.random.split(jax.random.PRNGKey(2), 4)
@@ -125,7 +128,8 @@ def test_conv_lif_equals_plain_composition():
         return _plain(config, y.reshape(t, b, h, h, c_out) + bias, None)[0]
 
     def fused(kernel, bias, inputs):
-        return lean.conv_lif(kernel, bias, inputs, config, chunk=4)[0]
+        return lean.conv_lif(kernel, bias, inputs, config, chunk=4,
+                             recompute_pre=recompute_pre)[0]
 
     _compare(plain, fused, (kernel, bias, inputs), g_s, rtol=1e-12, atol=1e-12)
 
@@ -161,9 +165,22 @@ def test_lean_lowers_training_memory_at_long_horizon():
     def fused(w, bias, inputs):
         return lean.linear_lif(w, bias, inputs)[0].sum()
 
+    def fused_recompute(w, bias, inputs):
+        return lean.linear_lif(w, bias, inputs, recompute_pre=True)[0].sum()
+
     mem = {name: compiled_memory(jax.grad(f, argnums=(0, 1)), *args).temp_bytes
-           for name, f in (("plain", plain), ("lean", fused))}
+           for name, f in (("plain", plain), ("lean", fused), ("recompute", fused_recompute))}
     assert mem["lean"] * 3 <= mem["plain"], mem
+    # recomputing X (256 per step) from the inputs (8 per step) keeps less than keeping X
+    assert mem["recompute"] < mem["lean"], mem
+
+
+def test_dense_equals_matmul_float64():
+    keys = jax.random.split(jax.random.PRNGKey(5), 3)
+    x = jax.random.normal(keys[0], (4, 3, 5), jnp.float64)
+    w = jax.random.normal(keys[1], (5, 7), jnp.float64)
+    g = jax.random.normal(keys[2], (4, 3, 7), jnp.float64)
+    _compare(lambda x, w: x @ w, lean.dense, (x, w), g, rtol=1e-13, atol=1e-13)
 
 
 def test_default_chunk():
@@ -189,6 +206,8 @@ def test_lean_rejects_bad_input():
         lean.linear_lif(jnp.ones((5, 2)), None, jnp.ones((4, 1, 3)))
     with pytest.raises(ValueError, match="v_init has shape"):
         lean.lean_multistep(x, v_init=jnp.ones(4))
+    with pytest.raises(TypeError, match="recompute_pre must be a bool"):
+        lean.linear_lif(jnp.ones((3, 2)), None, jnp.ones((4, 1, 3)), recompute_pre="yes")
 
 
 @pytest.mark.parametrize("tau,decay_input", [(2.0, True), (3.0, False), (None, True)])
