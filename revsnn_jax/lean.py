@@ -442,6 +442,29 @@ def conv_nhwc_fwd(x, kernel, stride, pads):
     return conv_nhwc(x, kernel, stride, pads), (x, kernel)
 
 
+def _kernel_grad_flat(xp: Array, g: Array, kernel_shape: tuple) -> Array:
+    """Stride-1 kernel gradient ``dK[a, b] = sum_{n,h,w} Xpad[n, h + a, w + b, :]^T dY[n, h, w, :]``
+    without copying ``kh * kw`` strided windows (XLA:CPU copies those at ~1 GB/s): flatten the
+    padded input to rows ``q = (n, h', w')`` and place ``dY`` on the same padded grid (zeros
+    outside ``[out_h, out_w]``); window ``(a, b)`` is then the contiguous row range shifted by
+    ``a * W_pad + b``, and each tap is one matmul of two ``[rows, C]`` arrays."""
+    kh, kw, c_in, c_out = kernel_shape
+    n, h_pad, w_pad, _ = xp.shape
+    out_h, out_w = g.shape[1:3]
+    rows = n * h_pad * w_pad
+    last = (kh - 1) * w_pad + (kw - 1)
+    x_rows = jnp.pad(xp.reshape((rows, c_in)), ((0, last), (0, 0)))
+    g_rows = jnp.pad(g, ((0, 0), (0, h_pad - out_h), (0, w_pad - out_w), (0, 0))).reshape(
+        (rows, c_out))
+    offsets = jnp.asarray([a * w_pad + b for a in range(kh) for b in range(kw)])
+
+    def tap(offset):
+        window = jax.lax.dynamic_slice_in_dim(x_rows, offset, rows, axis=0)
+        return jax.lax.dot_general(window, g_rows, (((0,), (0,)), ((), ())))
+
+    return jax.lax.map(tap, offsets).reshape(kernel_shape)
+
+
 def conv_nhwc_bwd(stride, pads, residuals, g):
     x, kernel = residuals
 
@@ -451,6 +474,8 @@ def conv_nhwc_bwd(stride, pads, residuals, g):
 
     (g_x,) = jax.vjp(conv_x, x)[1](g)
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    if stride == 1:
+        return g_x, _kernel_grad_flat(xp, g, kernel.shape).astype(kernel.dtype)
     out_h, out_w = g.shape[1:3]
     rows = []
     for a in range(kernel.shape[0]):

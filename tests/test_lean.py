@@ -134,7 +134,8 @@ def test_conv_lif_equals_plain_composition(recompute_pre):
     _compare(plain, fused, (kernel, bias, inputs), g_s, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("stride,padding", [(1, "VALID"), (2, "SAME"), (2, ((0, 1), (2, 0)))])
+@pytest.mark.parametrize("stride,padding", [(1, "VALID"), (1, "SAME"), (1, ((2, 0), (0, 1))),
+                                            (2, "SAME"), (2, ((0, 1), (2, 0)))])
 def test_conv_nhwc_gradients_equal_autodiff(stride, padding):
     keys = jax.random.split(jax.random.PRNGKey(3), 3)
     x = jax.random.normal(keys[0], (2, 7, 6, 3), jnp.float64)
