@@ -1,5 +1,5 @@
-"""Lean multi-step IF / LIF neurons: a hand-written backward over the time scan that stores
-almost nothing, with gradients equal to autodiff of the plain scan.
+"""Lean multi-step IF / LIF neurons: a hand-written backward over the time scan that keeps none
+of the neuron's per-step state, with gradients equal to autodiff of the plain scan.
 
 **What autodiff of the plain scan keeps.** Differentiating :func:`revsnn_jax.neurons.lif_multistep`
 (``jax.lax.scan`` over ``T`` steps) makes JAX save, for every time step, the intermediates of the
@@ -14,11 +14,13 @@ rebuilt from the spikes alone. The lean scan therefore uses *time-chunked recomp
 * forward: the ``T`` steps run as ``T / K`` chunks of ``K`` steps (default ``K`` ~ ``sqrt(T)``, a
   divisor of ``T`` when one is close). Only the potential at the start of each chunk,
   ``V[cK - 1]`` (``c = 0 .. T/K - 1``), is stored: ``T / K`` floats per neuron;
-* backward, chunk by chunk from the last: recompute the chunk's inputs and potentials from its
-  stored start potential, then run the reverse recursion of its ``K`` steps (the vector-Jacobian
-  product of the very same step function as the plain scan, :func:`revsnn_jax.neurons` charge /
-  fire / reset, so lean and plain cannot diverge), and hand ``dV`` at the chunk's start to the
-  previous chunk.
+* backward, chunk by chunk from the last: re-run the chunk's ``K`` steps from its stored start
+  potential keeping the potential *entering* each step (``K`` floats per neuron, the backward's
+  working set), then walk the steps in reverse taking at each the vector-Jacobian product of
+  the very same step function as the plain scan (:mod:`revsnn_jax.neurons` charge / fire /
+  reset, so lean and plain cannot diverge) at its stored entering potential -- one fused
+  re-evaluation + VJP per step, one stored array read where autodiff of the whole scan reads
+  the step's linearisation -- and hand ``dV`` at the chunk's start to the previous chunk.
 
 Per step (LIF, ``a = 1 / tau``; IF is ``a = 0`` on the leak and ``1`` on the input), with
 ``S[t] = Heaviside(H[t] - V_th)`` and hard reset ``V[t] = H[t] (1 - S[t]) + V_reset S[t]``:
@@ -34,12 +36,14 @@ Two entry points:
   needs ``x`` (for ``H``), so it keeps a reference to it (shared with the caller, no copy) plus
   the ``T / K`` chunk-start potentials: nothing else of the sequence's size;
 * :func:`lean_pre_multistep` (and its shortcuts :func:`linear_lif`, :func:`conv_lif`) -- the
-  neuron fused with the pre-synaptic op ``X = pre_fn(params, inputs)`` applied per time step.
-  The backward keeps ``params`` and ``inputs`` (which the weight gradient needs anyway) and the
-  chunk-start potentials, and recomputes ``X`` chunk by chunk: the node adds ``T / K`` floats
-  per neuron to the layer's memory, and the working set of the backward is one chunk
-  (``O(K)`` floats per neuron). The price is one more evaluation of ``pre_fn`` (and of the
-  neuron's forward) in the backward.
+  neuron fused with the pre-synaptic op ``X = pre_fn(params, inputs)`` applied per time step,
+  chunk by chunk; the backward applies ``pre_fn``'s VJP to each chunk's ``dX`` (parameter
+  gradients accumulated over chunks, ``dX`` never held for the whole sequence). It keeps
+  ``params``, ``inputs`` (which the weight gradient needs anyway) and the chunk-start
+  potentials, and either ``X`` itself (``recompute_pre=False``, the default: one float per
+  neuron-step, no extra ``pre_fn``) or nothing more (``recompute_pre=True``: ``X`` is recomputed
+  chunk by chunk, the node adds only ``T / K`` floats per neuron, at the price of one more
+  evaluation of ``pre_fn``).
 
 Gradients equal autodiff of the plain scan (the per-chunk backward *is* autodiff of the same
 steps; float64 to rounding, tested for IF and LIF, hard and soft reset, ``detach_reset`` on and
