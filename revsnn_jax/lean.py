@@ -323,7 +323,8 @@ def lean_pre_multistep(
     inputs_c)`` maps any run of ``k`` steps (leaves ``[k, ...]``) to the neurons' input
     ``X`` shaped ``[k, ...]``, acting on each step independently (a ``Linear`` or a conv applied
     to the merged ``[k * B, ...]`` batch, a bias, a normalisation with fixed statistics). It is
-    applied chunk by chunk, in the forward and again in the backward. Returns
+    applied chunk by chunk in the forward; the backward applies its vector-Jacobian product
+    chunk by chunk (and re-evaluates it only with ``recompute_pre=True``). Returns
     ``(spikes [T, ...], v_final)`` and differentiates ``params``, ``inputs`` and ``v_init``.
 
     What the backward keeps besides ``params``, ``inputs`` and the ``T / chunk`` chunk-start
