@@ -431,66 +431,160 @@ def linear_lif(
                               v_init=v_init, chunk=chunk, recompute_pre=recompute_pre)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_nhwc(x: Array, kernel: Array, stride: int, pads: tuple) -> Array:
-    """A 2-D convolution ``x [N, H, W, C_in]`` * ``kernel [kh, kw, C_in, C_out]``, stride
-    ``stride``, ``pads = ((top, bottom), (left, right))``: ``lax.conv_general_dilated`` (NHWC x HWIO, explicit ``pads``) whose kernel gradient is
-    ``dK[a, b] = sum_{n,h,w} Xpad[n, a + s h, b + s w, :]^T dY[n, h, w, :]`` -- ``kh * kw``
-    matmuls. Same value and gradients as autodiff of the convolution (to rounding); XLA:CPU
-    runs its own kernel-gradient convolution ~30x slower than these matmuls, and slower still
-    inside the backward's loop over chunks."""
+def _lax_conv(x: Array, kernel: Array, stride: int, pads: tuple) -> Array:
     return jax.lax.conv_general_dilated(x, kernel, (stride, stride), pads,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+# The row-matmul convolution builds ``kw`` (forward) or ``kw + kh`` (kernel gradient) shifted
+# copies of its operand; batches larger than this many bytes of padded input run in groups of
+# images (``lax.map``), which bounds that transient (a chunk of the lean scan is one group).
+ROWS_GROUP_BYTES = 32 * 2**20
+
+
+def _in_image_groups(fn: Callable[..., Array], *arrays: Array) -> Array:
+    """``fn(*arrays)`` for arrays batched on axis 0, applied to groups of at most
+    ``ROWS_GROUP_BYTES`` of the first array (batch zero-padded to a whole number of equal
+    groups); returns the per-group results stacked on a new axis 0 (one group: no map)."""
+    n = arrays[0].shape[0]
+    image_bytes = math.prod(arrays[0].shape[1:]) * arrays[0].dtype.itemsize
+    groups = max(1, math.ceil(n * image_bytes / ROWS_GROUP_BYTES))
+    if groups == 1:
+        return fn(*arrays)[None]
+    size = math.ceil(n / groups)
+    padded = [jnp.pad(a, ((0, groups * size - n),) + ((0, 0),) * (a.ndim - 1)).reshape(
+        (groups, size, *a.shape[1:])) for a in arrays]
+    return jax.lax.map(lambda xs: fn(*xs), tuple(padded))
+
+
+def _conv_rows_group(x: Array, kernel: Array, pads: tuple) -> Array:
+    """Stride-1 convolution as one matmul over flattened rows (what XLA:CPU runs fastest).
+
+    Pad ``x`` by ``pads`` (negative pads crop) and flatten it to rows ``q = (n, h', w')`` of
+    the padded grid; output pixel ``q`` is ``sum_{a,b} X[q + a W_pad + b] K[a, b]``. Build
+    ``Xw[q] = (X[q], ..., X[q + kw - 1])`` (``[rows, kw C_in]``: the shifts along the width),
+    multiply once by ``K`` laid out ``[(b, C_in), (a, C_out)]`` to get ``Z[q, a] = sum_b
+    X[q + b] K[a, b]``, and sum the height shifts ``Y[q] = sum_a Z[q + a W_pad, a]``. Rows
+    outside ``[out_h, out_w]`` are computed and cropped (``(kh - 1) / H_pad`` and
+    ``(kw - 1) / W_pad`` of the work)."""
+    kh, kw, c_in, c_out = kernel.shape
+    zero = jnp.zeros((), x.dtype)
+    xp = jax.lax.pad(x, zero, ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+    n, h_pad, w_pad, _ = xp.shape
+    out_h, out_w = h_pad - kh + 1, w_pad - kw + 1
+    rows = n * h_pad * w_pad
+    span = rows + (kh - 1) * w_pad
+    x_rows = jnp.pad(xp.reshape((rows, c_in)), ((0, span + kw - 1 - rows), (0, 0)))
+    x_shifts = jnp.concatenate([x_rows[b: b + span] for b in range(kw)], axis=1)
+    k_blocks = kernel.transpose((1, 2, 0, 3)).reshape((kw * c_in, kh * c_out))
+    z = jnp.dot(x_shifts, k_blocks).reshape((span, kh, c_out))
+    y = z[:rows, 0]
+    for a in range(1, kh):
+        y = y + z[a * w_pad: a * w_pad + rows, a]
+    return y.reshape((n, h_pad, w_pad, c_out))[:, :out_h, :out_w]
+
+
+def _conv_rows(x: Array, kernel: Array, pads: tuple) -> Array:
+    """:func:`_conv_rows_group` over groups of images (see ``ROWS_GROUP_BYTES``)."""
+    n = x.shape[0]
+    y = _in_image_groups(lambda xs: _conv_rows_group(xs, kernel, pads), x)
+    return y.reshape((-1, *y.shape[2:]))[:n]
+
+
+def _conv_forward(x: Array, kernel: Array, stride: int, pads: tuple) -> Array:
+    if stride != 1:
+        return _lax_conv(x, kernel, stride, pads)
+    return jax.lax.platform_dependent(
+        x, kernel, cpu=lambda x, k: _conv_rows(x, k, pads),
+        default=lambda x, k: _lax_conv(x, k, 1, pads))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_nhwc(x: Array, kernel: Array, stride: int, pads: tuple) -> Array:
+    """A 2-D convolution ``x [N, H, W, C_in]`` * ``kernel [kh, kw, C_in, C_out]`` (NHWC x
+    HWIO), stride ``stride``, ``pads = ((top, bottom), (left, right))``, with the same value
+    and gradients as ``lax.conv_general_dilated`` (to rounding), laid out for XLA:CPU.
+
+    On CPU at stride 1 the forward, the input gradient (the same convolution of ``dY`` with
+    the flipped, transposed kernel) and the kernel gradient
+    ``dK[a, b] = sum_{n,h,w} Xpad[n, h + a, w + b, :]^T dY[n, h, w, :]`` are each one matmul
+    over flattened rows (:func:`_conv_rows`, :func:`_kernel_grad_flat`): XLA:CPU runs its
+    own kernel-gradient convolution ~30x slower, and its forward convolution ~1.2x slower.
+    At stride > 1 the kernel gradient is ``kh * kw`` matmuls of strided windows. On other
+    platforms (GPU, TPU) everything is ``lax.conv_general_dilated`` and its autodiff."""
+    return _conv_forward(x, kernel, stride, pads)
 
 
 def conv_nhwc_fwd(x, kernel, stride, pads):
     return conv_nhwc(x, kernel, stride, pads), (x, kernel)
 
 
-def _kernel_grad_flat(xp: Array, g: Array, kernel_shape: tuple) -> Array:
+def _kernel_grad_group(xp: Array, g: Array, kernel_shape: tuple) -> Array:
     """Stride-1 kernel gradient ``dK[a, b] = sum_{n,h,w} Xpad[n, h + a, w + b, :]^T dY[n, h, w, :]``
-    without copying ``kh * kw`` strided windows (XLA:CPU copies those at ~1 GB/s): flatten the
-    padded input to rows ``q = (n, h', w')`` and place ``dY`` on the same padded grid (zeros
-    outside ``[out_h, out_w]``); window ``(a, b)`` is then the contiguous row range shifted by
-    ``a * W_pad + b``, and each tap is one matmul of two ``[rows, C]`` arrays."""
+    as **one** matmul, without copying ``kh * kw`` strided windows (XLA:CPU copies those at
+    ~1 GB/s) and without ``kh * kw`` skinny ``C_in x C_out`` matmuls (~40 GFLOP/s there).
+
+    Flatten the padded input to rows ``q = (n, h', w')`` and place ``dY`` on the same padded
+    grid (zeros outside ``[out_h, out_w]``): window ``(a, b)`` is then row ``q + a W_pad + b``.
+    Build ``Xw[q] = (X[q], X[q + 1], ..., X[q + kw - 1])`` (``[rows, kw C_in]``, the shifts along
+    the width) and ``Gh[q] = (G[q], G[q - W_pad], ..., G[q - (kh - 1) W_pad])`` (``[rows,
+    kh C_out]``, the shifts along the height, zeros before row 0). Block ``(b, a)`` of
+    ``Xw^T Gh`` is ``sum_q X[q + b]^T G[q - a W_pad] = sum_q X[q + a W_pad + b]^T G[q]
+    = dK[a, b]``: every block of the ``kw C_in x kh C_out`` product is a wanted tap, so the
+    FLOPs are those of the ``kh * kw`` taps. Transient memory: ``kw`` copies of the padded
+    input and ``kh`` of ``dY``."""
     kh, kw, c_in, c_out = kernel_shape
     n, h_pad, w_pad, _ = xp.shape
     out_h, out_w = g.shape[1:3]
     rows = n * h_pad * w_pad
-    last = (kh - 1) * w_pad + (kw - 1)
-    x_rows = jnp.pad(xp.reshape((rows, c_in)), ((0, last), (0, 0)))
+    x_rows = jnp.pad(xp.reshape((rows, c_in)), ((0, kw - 1), (0, 0)))
     g_rows = jnp.pad(g, ((0, 0), (0, h_pad - out_h), (0, w_pad - out_w), (0, 0))).reshape(
         (rows, c_out))
-    offsets = jnp.asarray([a * w_pad + b for a in range(kh) for b in range(kw)])
+    lead = (kh - 1) * w_pad
+    g_rows = jnp.pad(g_rows, ((lead, 0), (0, 0)))
+    x_shifts = jnp.concatenate([x_rows[b: b + rows] for b in range(kw)], axis=1)
+    g_shifts = jnp.concatenate(
+        [g_rows[lead - a * w_pad: lead - a * w_pad + rows] for a in range(kh)], axis=1)
+    blocks = jax.lax.dot_general(x_shifts, g_shifts, (((0,), (0,)), ((), ())))
+    return blocks.reshape((kw, c_in, kh, c_out)).transpose((2, 0, 1, 3))
 
-    def tap(offset):
-        window = jax.lax.dynamic_slice_in_dim(x_rows, offset, rows, axis=0)
-        return jax.lax.dot_general(window, g_rows, (((0,), (0,)), ((), ())))
 
-    return jax.lax.map(tap, offsets).reshape(kernel_shape)
+def _kernel_grad_flat(xp: Array, g: Array, kernel_shape: tuple) -> Array:
+    """:func:`_kernel_grad_group` summed over groups of images (see ``ROWS_GROUP_BYTES``;
+    zero-padded images add nothing)."""
+    return _in_image_groups(lambda a, b: _kernel_grad_group(a, b, kernel_shape), xp, g).sum(0)
 
 
-def conv_nhwc_bwd(stride, pads, residuals, g):
-    x, kernel = residuals
-
-    def conv_x(x):
-        return jax.lax.conv_general_dilated(x, kernel, (stride, stride), pads,
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-    (g_x,) = jax.vjp(conv_x, x)[1](g)
+def _grads_cpu(stride, pads, x, kernel, g):
+    kh, kw = kernel.shape[:2]
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     if stride == 1:
+        flipped = kernel[::-1, ::-1].transpose((0, 1, 3, 2))
+        back = ((kh - 1 - pads[0][0], kh - 1 - pads[0][1]),
+                (kw - 1 - pads[1][0], kw - 1 - pads[1][1]))
+        g_x = _conv_rows(g, flipped, back)
         return g_x, _kernel_grad_flat(xp, g, kernel.shape).astype(kernel.dtype)
+    (g_x,) = jax.vjp(lambda x: _lax_conv(x, kernel, stride, pads), x)[1](g)
     out_h, out_w = g.shape[1:3]
     rows = []
-    for a in range(kernel.shape[0]):
+    for a in range(kh):
         cols = []
-        for b in range(kernel.shape[1]):
+        for b in range(kw):
             window = xp[:, a: a + stride * (out_h - 1) + 1: stride,
                         b: b + stride * (out_w - 1) + 1: stride]
             cols.append(jnp.einsum("nhwi,nhwo->io", window, g))
         rows.append(jnp.stack(cols))
     return g_x, jnp.stack(rows).astype(kernel.dtype)
+
+
+def conv_nhwc_bwd(stride, pads, residuals, g):
+    x, kernel = residuals
+
+    def native(x, kernel, g):
+        return jax.vjp(lambda x, k: _lax_conv(x, k, stride, pads), x, kernel)[1](g)
+
+    return jax.lax.platform_dependent(
+        x, kernel, g, cpu=functools.partial(_grads_cpu, stride, pads), default=native)
 
 
 conv_nhwc.defvjp(conv_nhwc_fwd, conv_nhwc_bwd)
