@@ -438,8 +438,10 @@ def _lax_conv(x: Array, kernel: Array, stride: int, pads: tuple) -> Array:
 
 # The row-matmul convolution builds ``kw`` (forward) or ``kw + kh`` (kernel gradient) shifted
 # copies of its operand; batches larger than this many bytes of padded input run in groups of
-# images (``lax.map``), which bounds that transient (a chunk of the lean scan is one group).
-ROWS_GROUP_BYTES = 32 * 2**20
+# images (``lax.map``), which bounds that transient to a few times this size. At the benchmark's
+# shape, 1-32 MiB ran equally fast (within the machine's noise) and 4 MiB kept XLA's plan 49 MiB
+# below 32 MiB (a group's shifted copies then stay within the L3 cache).
+ROWS_GROUP_BYTES = 4 * 2**20
 
 
 def _in_image_groups(fn: Callable[..., Array], *arrays: Array) -> Array:
@@ -509,7 +511,8 @@ def conv_nhwc(x: Array, kernel: Array, stride: int, pads: tuple) -> Array:
     the flipped, transposed kernel) and the kernel gradient
     ``dK[a, b] = sum_{n,h,w} Xpad[n, h + a, w + b, :]^T dY[n, h, w, :]`` are each one matmul
     over flattened rows (:func:`_conv_rows`, :func:`_kernel_grad_flat`): XLA:CPU runs its
-    own kernel-gradient convolution ~30x slower, and its forward convolution ~1.2x slower.
+    own kernel-gradient convolution ~30x slower, its input-gradient convolution ~3x and its
+    forward convolution 1.1-1.2x slower.
     At stride > 1 the kernel gradient is ``kh * kw`` matmuls of strided windows. On other
     platforms (GPU, TPU) everything is ``lax.conv_general_dilated`` and its autodiff."""
     return _conv_forward(x, kernel, stride, pads)
@@ -557,7 +560,8 @@ def _kernel_grad_flat(xp: Array, g: Array, kernel_shape: tuple) -> Array:
 
 def _grads_cpu(stride, pads, x, kernel, g):
     kh, kw = kernel.shape[:2]
-    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    zero = jnp.zeros((), x.dtype)
+    xp = jax.lax.pad(x, zero, ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
     if stride == 1:
         flipped = kernel[::-1, ::-1].transpose((0, 1, 3, 2))
         back = ((kh - 1 - pads[0][0], kh - 1 - pads[0][1]),

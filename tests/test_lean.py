@@ -143,6 +143,7 @@ def test_conv_lif_equals_plain_composition(recompute_pre):
 @pytest.mark.parametrize("stride,padding,kernel_hw", [
     (1, "VALID", (3, 2)), (1, "SAME", (3, 2)), (1, ((2, 0), (0, 1)), (3, 2)),
     (1, ((3, 0), (0, 2)), (3, 2)),  # pads > kernel - 1: the input gradient crops
+    (1, ((-1, 2), (1, -1)), (3, 2)),  # negative pads crop the input
     (1, "SAME", (1, 1)), (1, "SAME", (5, 5)),
     (2, "SAME", (3, 2)), (2, ((0, 1), (2, 0)), (3, 2))])
 def test_conv_nhwc_gradients_equal_autodiff(stride, padding, kernel_hw):
