@@ -459,6 +459,22 @@ def _in_image_groups(fn: Callable[..., Array], *arrays: Array) -> Array:
     return jax.lax.map(lambda xs: fn(*xs), tuple(padded))
 
 
+def _pad_hw(x: Array, pads: tuple) -> Array:
+    """``x [N, H, W, C]`` padded with zeros by ``pads = ((top, bottom), (left, right))``;
+    negative pads crop (as in ``lax.conv_general_dilated``)."""
+    zero = jnp.zeros((), x.dtype)
+    return jax.lax.pad(x, zero, ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+
+
+def _width_shifts(xp: Array, kw: int, length: int) -> Array:
+    """``Xw[q] = (X[q], X[q + 1], ..., X[q + kw - 1])`` for ``q < length``: the padded images
+    ``xp [N, H_pad, W_pad, C]`` flattened to rows (zeros past the last) and their ``kw`` width
+    shifts side by side, ``[length, kw C]``."""
+    rows = xp.shape[0] * xp.shape[1] * xp.shape[2]
+    x_rows = jnp.pad(xp.reshape((rows, xp.shape[3])), ((0, length + kw - 1 - rows), (0, 0)))
+    return jnp.concatenate([x_rows[b: b + length] for b in range(kw)], axis=1)
+
+
 def _conv_rows_group(x: Array, kernel: Array, pads: tuple) -> Array:
     """Stride-1 convolution as one matmul over flattened rows (what XLA:CPU runs fastest).
 
@@ -470,14 +486,12 @@ def _conv_rows_group(x: Array, kernel: Array, pads: tuple) -> Array:
     outside ``[out_h, out_w]`` are computed and cropped (``(kh - 1) / H_pad`` and
     ``(kw - 1) / W_pad`` of the work)."""
     kh, kw, c_in, c_out = kernel.shape
-    zero = jnp.zeros((), x.dtype)
-    xp = jax.lax.pad(x, zero, ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+    xp = _pad_hw(x, pads)
     n, h_pad, w_pad, _ = xp.shape
     out_h, out_w = h_pad - kh + 1, w_pad - kw + 1
     rows = n * h_pad * w_pad
     span = rows + (kh - 1) * w_pad
-    x_rows = jnp.pad(xp.reshape((rows, c_in)), ((0, span + kw - 1 - rows), (0, 0)))
-    x_shifts = jnp.concatenate([x_rows[b: b + span] for b in range(kw)], axis=1)
+    x_shifts = _width_shifts(xp, kw, span)
     k_blocks = kernel.transpose((1, 2, 0, 3)).reshape((kw * c_in, kh * c_out))
     z = jnp.dot(x_shifts, k_blocks).reshape((span, kh, c_out))
     y = z[:rows, 0]
@@ -540,12 +554,11 @@ def _kernel_grad_group(xp: Array, g: Array, kernel_shape: tuple) -> Array:
     n, h_pad, w_pad, _ = xp.shape
     out_h, out_w = g.shape[1:3]
     rows = n * h_pad * w_pad
-    x_rows = jnp.pad(xp.reshape((rows, c_in)), ((0, kw - 1), (0, 0)))
     g_rows = jnp.pad(g, ((0, 0), (0, h_pad - out_h), (0, w_pad - out_w), (0, 0))).reshape(
         (rows, c_out))
     lead = (kh - 1) * w_pad
     g_rows = jnp.pad(g_rows, ((lead, 0), (0, 0)))
-    x_shifts = jnp.concatenate([x_rows[b: b + rows] for b in range(kw)], axis=1)
+    x_shifts = _width_shifts(xp, kw, rows)
     g_shifts = jnp.concatenate(
         [g_rows[lead - a * w_pad: lead - a * w_pad + rows] for a in range(kh)], axis=1)
     blocks = jax.lax.dot_general(x_shifts, g_shifts, (((0,), (0,)), ((), ())))
@@ -560,8 +573,7 @@ def _kernel_grad_flat(xp: Array, g: Array, kernel_shape: tuple) -> Array:
 
 def _grads_cpu(stride, pads, x, kernel, g):
     kh, kw = kernel.shape[:2]
-    zero = jnp.zeros((), x.dtype)
-    xp = jax.lax.pad(x, zero, ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+    xp = _pad_hw(x, pads)
     if stride == 1:
         flipped = kernel[::-1, ::-1].transpose((0, 1, 3, 2))
         back = ((kh - 1 - pads[0][0], kh - 1 - pads[0][1]),
