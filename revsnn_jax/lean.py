@@ -437,8 +437,9 @@ def _lax_conv(x: Array, kernel: Array, stride: int, pads: tuple) -> Array:
 
 
 # The row-matmul convolution builds ``kw`` (forward) or ``kw + kh`` (kernel gradient) shifted
-# copies of its operand; batches larger than this many bytes of padded input run in groups of
-# images (``lax.map``), which bounds that transient to a few times this size. At the benchmark's
+# copies of its operand; a batch whose operand (the input for the forward, the padded input
+# for the kernel gradient) exceeds this many bytes runs in groups of images (``lax.map``),
+# which bounds that transient to a few times this size. At the benchmark's
 # shape, 1-32 MiB ran equally fast (within the machine's noise) and 4 MiB kept XLA's plan 49 MiB
 # below 32 MiB (a group's shifted copies then stay within the L3 cache).
 ROWS_GROUP_BYTES = 4 * 2**20
@@ -628,8 +629,8 @@ def conv_lif(
 ) -> tuple[Array, Array]:
     """``neuron(conv(inputs, kernel) + bias)`` over time, lean. ``inputs [T, B, H, W, C_in]``
     (NHWC per step), ``kernel [kh, kw, C_in, C_out]`` (HWIO), ``padding`` ``"SAME"``,
-    ``"VALID"`` or ``((top, bottom), (left, right))``. The kernel gradient is computed as
-    ``kh * kw`` matmuls (see ``conv_nhwc``). The backward keeps ``X`` unless
+    ``"VALID"`` or ``((top, bottom), (left, right))``. The convolution is :func:`conv_nhwc`
+    (on CPU at stride 1: forward and gradients each one matmul over flattened rows). The backward keeps ``X`` unless
     ``recompute_pre=True`` (see :func:`lean_pre_multistep`). Returns ``(spikes, v_final)``."""
     if inputs.ndim != 5 or kernel.ndim != 4 or inputs.shape[-1] != kernel.shape[2]:
         raise ValueError(

@@ -165,8 +165,10 @@ def test_conv_nhwc_gradients_equal_autodiff(stride, padding, kernel_hw):
 
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
 def test_conv_nhwc_in_image_groups_equals_autodiff(monkeypatch, padding):
-    """A batch larger than ``ROWS_GROUP_BYTES`` runs in zero-padded groups of images (5 images
-    in 3 groups of 2 here): same value and gradients as the ungrouped convolution."""
+    """A batch larger than ``ROWS_GROUP_BYTES`` runs in zero-padded groups of images (5 images:
+    3 groups of 2 for the kernel gradient, whose operand is the padded input; for the forward
+    2 groups of 3 at SAME, 3 of 2 at VALID): same value and gradients as the ungrouped
+    convolution."""
     keys = jax.random.split(jax.random.PRNGKey(4), 3)
     x = jax.random.normal(keys[0], (5, 6, 5, 3), jnp.float64)
     kernel = jax.random.normal(keys[1], (3, 3, 3, 2), jnp.float64)
