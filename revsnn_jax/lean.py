@@ -467,38 +467,38 @@ def _pad_hw(x: Array, pads: tuple) -> Array:
     return jax.lax.pad(x, zero, ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
 
 
-def _width_shifts(xp: Array, kw: int, length: int) -> Array:
-    """``Xw[q] = (X[q], X[q + 1], ..., X[q + kw - 1])`` for ``q < length``: the padded images
-    ``xp [N, H_pad, W_pad, C]`` flattened to rows (zeros past the last) and their ``kw`` width
-    shifts side by side, ``[length, kw C]``."""
-    rows = xp.shape[0] * xp.shape[1] * xp.shape[2]
-    x_rows = jnp.pad(xp.reshape((rows, xp.shape[3])), ((0, length + kw - 1 - rows), (0, 0)))
-    return jnp.concatenate([x_rows[b: b + length] for b in range(kw)], axis=1)
+def _width_shifts(xp: Array, kw: int) -> Array:
+    """The padded images ``xp [N, H_pad, W_pad, C]`` and their ``kw`` width shifts side by
+    side, ``Xw[n, h, w] = (xp[n, h, w], xp[n, h, w + 1], ..., xp[n, h, w + kw - 1])`` for
+    ``w < W_pad - kw + 1``, flattened to rows ``[N H_pad (W_pad - kw + 1), kw C]``. Stacked on
+    a new axis rather than concatenated on the last: XLA:CPU then writes it in one loop
+    fusion (its standalone concatenate first copies every slice, ~2x slower here)."""
+    n, h_pad, w_pad, c = xp.shape
+    out_w = w_pad - kw + 1
+    shifts = jnp.stack([xp[:, :, b: b + out_w] for b in range(kw)], axis=3)
+    return shifts.reshape((n * h_pad * out_w, kw * c))
 
 
 def _conv_rows_group(x: Array, kernel: Array, pads: tuple) -> Array:
-    """Stride-1 convolution as one matmul over flattened rows (what XLA:CPU runs fastest).
+    """Stride-1 convolution as one matmul over rows (what XLA:CPU runs fastest).
 
-    Pad ``x`` by ``pads`` (negative pads crop) and flatten it to rows ``q = (n, h', w')`` of
-    the padded grid; output pixel ``q`` is ``sum_{a,b} X[q + a W_pad + b] K[a, b]``. Build
-    ``Xw[q] = (X[q], ..., X[q + kw - 1])`` (``[rows, kw C_in]``: the shifts along the width),
-    multiply once by ``K`` laid out ``[(b, C_in), (a, C_out)]`` to get ``Z[q, a] = sum_b
-    X[q + b] K[a, b]``, and sum the height shifts ``Y[q] = sum_a Z[q + a W_pad, a]``. Rows
-    outside ``[out_h, out_w]`` are computed and cropped (``(kh - 1) / H_pad`` and
-    ``(kw - 1) / W_pad`` of the work)."""
+    Pad ``x`` by ``pads`` (negative pads crop) to ``Xp [N, H_pad, W_pad, C_in]``; output pixel
+    ``(n, h, w)`` is ``sum_{a,b} Xp[n, h + a, w + b] K[a, b]``. Build the width shifts
+    ``Xw[n, h', w] = (Xp[n, h', w], ..., Xp[n, h', w + kw - 1])`` for every padded row ``h'``
+    (``[N H_pad out_w, kw C_in]``), multiply once by ``K`` laid out ``[(b, C_in), (a, C_out)]``
+    to get ``Z[n, h', w, a] = sum_b Xp[n, h', w + b] K[a, b]``, and sum the height shifts
+    ``Y[n, h, w] = sum_a Z[n, h + a, w, a]``. The ``kh - 1`` rows per image past ``out_h``
+    are computed and not used (``(kh - 1) / H_pad`` of the work)."""
     kh, kw, c_in, c_out = kernel.shape
     xp = _pad_hw(x, pads)
     n, h_pad, w_pad, _ = xp.shape
     out_h, out_w = h_pad - kh + 1, w_pad - kw + 1
-    rows = n * h_pad * w_pad
-    span = rows + (kh - 1) * w_pad
-    x_shifts = _width_shifts(xp, kw, span)
     k_blocks = kernel.transpose((1, 2, 0, 3)).reshape((kw * c_in, kh * c_out))
-    z = jnp.dot(x_shifts, k_blocks).reshape((span, kh, c_out))
-    y = z[:rows, 0]
+    z = jnp.dot(_width_shifts(xp, kw), k_blocks).reshape((n, h_pad, out_w, kh, c_out))
+    y = z[:, :out_h, :, 0]
     for a in range(1, kh):
-        y = y + z[a * w_pad: a * w_pad + rows, a]
-    return y.reshape((n, h_pad, w_pad, c_out))[:, :out_h, :out_w]
+        y = y + z[:, a: a + out_h, :, a]
+    return y
 
 
 def _conv_rows(x: Array, kernel: Array, pads: tuple) -> Array:
@@ -525,7 +525,7 @@ def conv_nhwc(x: Array, kernel: Array, stride: int, pads: tuple) -> Array:
     On CPU at stride 1 the forward, the input gradient (the same convolution of ``dY`` with
     the flipped, transposed kernel) and the kernel gradient
     ``dK[a, b] = sum_{n,h,w} Xpad[n, h + a, w + b, :]^T dY[n, h, w, :]`` are each one matmul
-    over flattened rows (:func:`_conv_rows`, :func:`_kernel_grad_flat`): XLA:CPU runs its
+    over rows (:func:`_conv_rows`, :func:`_kernel_grad_flat`): XLA:CPU runs its
     own kernel-gradient convolution ~30x slower, its input-gradient convolution ~3x and its
     forward convolution 1.1-1.2x slower.
     At stride > 1 the kernel gradient is ``kh * kw`` matmuls of strided windows. On other
@@ -538,31 +538,26 @@ def conv_nhwc_fwd(x, kernel, stride, pads):
 
 
 def _kernel_grad_group(xp: Array, g: Array, kernel_shape: tuple) -> Array:
-    """Stride-1 kernel gradient ``dK[a, b] = sum_{n,h,w} Xpad[n, h + a, w + b, :]^T dY[n, h, w, :]``
+    """Stride-1 kernel gradient ``dK[a, b] = sum_{n,h,w} Xp[n, h + a, w + b]^T dY[n, h, w]``
     as **one** matmul, without copying ``kh * kw`` strided windows (XLA:CPU copies those at
     ~1 GB/s) and without ``kh * kw`` skinny ``C_in x C_out`` matmuls (~40 GFLOP/s there).
 
-    Flatten the padded input to rows ``q = (n, h', w')`` and place ``dY`` on the same padded
-    grid (zeros outside ``[out_h, out_w]``): window ``(a, b)`` is then row ``q + a W_pad + b``.
-    Build ``Xw[q] = (X[q], X[q + 1], ..., X[q + kw - 1])`` (``[rows, kw C_in]``, the shifts along
-    the width) and ``Gh[q] = (G[q], G[q - W_pad], ..., G[q - (kh - 1) W_pad])`` (``[rows,
-    kh C_out]``, the shifts along the height, zeros before row 0). Block ``(b, a)`` of
-    ``Xw^T Gh`` is ``sum_q X[q + b]^T G[q - a W_pad] = sum_q X[q + a W_pad + b]^T G[q]
-    = dK[a, b]``: every block of the ``kw C_in x kh C_out`` product is a wanted tap, so the
-    FLOPs are those of the ``kh * kw`` taps. Transient memory: ``kw`` copies of the padded
-    input and ``kh`` of ``dY``."""
+    With the width shifts ``Xw[n, h', w] = (Xp[n, h', w], ..., Xp[n, h', w + kw - 1])`` of
+    every padded row ``h' < H_pad = out_h + kh - 1`` (:func:`_width_shifts`, ``[rows, kw
+    C_in]``) and the height shifts of ``dY``, ``Gh[n, h', w] = (dY[n, h', w], dY[n, h' - 1, w],
+    ..., dY[n, h' - kh + 1, w])`` (zeros outside ``[0, out_h)``; ``[rows, kh C_out]``), block
+    ``(b, a)`` of ``Xw^T Gh`` is ``sum_{n,h',w} Xp[n, h', w + b]^T dY[n, h' - a, w] = dK[a,
+    b]``: every block of the ``kw C_in x kh C_out`` product is a wanted tap, so the FLOPs are
+    those of the ``kh * kw`` taps (plus ``(kh - 1) / H_pad`` for the rows where only some
+    ``Gh`` blocks are non-zero). Transient memory: ``kw`` copies of the padded input and
+    ``kh`` of ``dY``."""
     kh, kw, c_in, c_out = kernel_shape
-    n, h_pad, w_pad, _ = xp.shape
-    out_h, out_w = g.shape[1:3]
-    rows = n * h_pad * w_pad
-    g_rows = jnp.pad(g, ((0, 0), (0, h_pad - out_h), (0, w_pad - out_w), (0, 0))).reshape(
-        (rows, c_out))
-    lead = (kh - 1) * w_pad
-    g_rows = jnp.pad(g_rows, ((lead, 0), (0, 0)))
-    x_shifts = _width_shifts(xp, kw, rows)
-    g_shifts = jnp.concatenate(
-        [g_rows[lead - a * w_pad: lead - a * w_pad + rows] for a in range(kh)], axis=1)
-    blocks = jax.lax.dot_general(x_shifts, g_shifts, (((0,), (0,)), ((), ())))
+    n, h_pad = xp.shape[:2]
+    out_w = g.shape[2]
+    g_pad = jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (0, 0), (0, 0)))
+    g_shifts = jnp.stack([g_pad[:, kh - 1 - a: kh - 1 - a + h_pad] for a in range(kh)], axis=3)
+    g_shifts = g_shifts.reshape((n * h_pad * out_w, kh * c_out))
+    blocks = jax.lax.dot_general(_width_shifts(xp, kw), g_shifts, (((0,), (0,)), ((), ())))
     return blocks.reshape((kw, c_in, kh, c_out)).transpose((2, 0, 1, 3))
 
 
@@ -630,8 +625,9 @@ def conv_lif(
     """``neuron(conv(inputs, kernel) + bias)`` over time, lean. ``inputs [T, B, H, W, C_in]``
     (NHWC per step), ``kernel [kh, kw, C_in, C_out]`` (HWIO), ``padding`` ``"SAME"``,
     ``"VALID"`` or ``((top, bottom), (left, right))``. The convolution is :func:`conv_nhwc`
-    (on CPU at stride 1: forward and gradients each one matmul over flattened rows). The backward keeps ``X`` unless
-    ``recompute_pre=True`` (see :func:`lean_pre_multistep`). Returns ``(spikes, v_final)``."""
+    (on CPU at stride 1: forward and gradients each one matmul over rows). The backward keeps
+    ``X`` unless ``recompute_pre=True`` (see :func:`lean_pre_multistep`). Returns
+    ``(spikes, v_final)``."""
     if inputs.ndim != 5 or kernel.ndim != 4 or inputs.shape[-1] != kernel.shape[2]:
         raise ValueError(
             f"conv_lif needs inputs [T, B, H, W, C_in] and kernel [kh, kw, C_in, C_out], got "
