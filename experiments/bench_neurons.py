@@ -27,7 +27,14 @@ the table also prints XLA's compiled memory plan (:mod:`revsnn_jax.memory`).
 
 Usage::
 
-    python experiments/bench_neurons.py [--quick] [--json PATH] [--libraries ...]
+    python experiments/bench_neurons.py [--quick] [--json PATH] [--libraries ...] [--rounds R]
+
+``--rounds R`` repeats the whole sweep R times in the same order (fresh subprocesses each
+time), so that the libraries alternate and share the machine's drift: each row's
+``median_seconds`` is then the median over rounds, ``peak_bytes`` the largest, and the row
+gains ``round_seconds`` (each round's median, ``null`` where a round gave none); the printout
+ends with the per-round times and, per case, in how many rounds lean was faster than each
+other row.
 
 The other libraries come with the ``bench`` extra (``pip install -e '.[bench]'``); a missing
 one prints a line and gives no row.
@@ -327,47 +334,109 @@ def _env():
     return env
 
 
+def _run_worker(args, python, library, variant, case, size):
+    """One (library, variant, case) in a fresh subprocess: ``(row, extra)`` or ``None`` (the
+    reason printed)."""
+    spec = json.dumps(dict(library=library, variant=variant, case=case, size=size,
+                           warmup=args.warmup, iters=args.iters))
+    try:
+        proc = subprocess.run([python, os.path.abspath(__file__), "--worker", spec],
+                              capture_output=True, text=True, env=_env(),
+                              timeout=args.worker_timeout)
+    except subprocess.TimeoutExpired:
+        print(f"{library}/{variant}/{case} TIMED OUT after {args.worker_timeout} s "
+              "(no row; raise --worker-timeout)", flush=True)
+        return None
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        print(f"{library}/{variant}/{case} FAILED:\n  " + "\n  ".join(tail), flush=True)
+        return None
+    got = json.loads(lines[-1][4:])
+    return got["row"], got["extra"]
+
+
+def _combine_rounds(results: list) -> tuple[dict, dict]:
+    """One row from a (library, variant, case)'s rounds (``None`` where a round gave no row):
+    ``median_seconds`` / ``compile_seconds`` = the median over rounds, ``peak_bytes`` = the
+    largest, ``round_seconds`` = each round's median (``null`` for a missing round)."""
+    done = [r for r in results if r is not None]
+    row = dict(done[0][0])
+    row["median_seconds"] = statistics.median(r["median_seconds"] for r, _ in done)
+    compiles = [r["compile_seconds"] for r, _ in done if r["compile_seconds"] is not None]
+    row["compile_seconds"] = statistics.median(compiles) if compiles else None
+    row["peak_bytes"] = max(r["peak_bytes"] for r, _ in done)
+    row["round_seconds"] = [None if r is None else r[0]["median_seconds"] for r in results]
+    return row, done[0][1]
+
+
 def run_benchmark(args) -> list[dict]:
+    """Every (library, variant, case) in a fresh subprocess, the whole sweep ``args.rounds``
+    times in the same order (so that the libraries alternate and share the machine's drift);
+    returns the rows (with ``round_seconds`` when ``rounds > 1``)."""
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds must be >= 1, got {args.rounds}")
     sizes = {case: dict(QUICK[case] if args.quick else FULL[case]) for case in CASES}
     sizes["linear_lif"]["I"] = 16 if args.quick else args.in_features
     if args.torch_threads:
         for case in CASES:
             sizes[case]["torch_threads"] = args.torch_threads
-    rows, extras = [], []
+    plan = []
     for library in args.libraries:
         python = dict(args.python_for or []).get(library, sys.executable)
         if not _installed(python, library):
             print(f"{library} not installed: pip install -e '.[bench]'", flush=True)
             continue
-        for case in args.cases:
-            for variant in _variants(library):
-                spec = json.dumps(dict(library=library, variant=variant, case=case,
-                                       size=sizes[case], warmup=args.warmup, iters=args.iters))
-                try:
-                    proc = subprocess.run([python, os.path.abspath(__file__), "--worker", spec],
-                                          capture_output=True, text=True, env=_env(),
-                                          timeout=args.worker_timeout)
-                except subprocess.TimeoutExpired:
-                    print(f"{library}/{variant}/{case} TIMED OUT after {args.worker_timeout} s "
-                          "(no row; raise --worker-timeout)", flush=True)
-                    continue
-                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
-                if proc.returncode != 0 or not lines:
-                    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-                    print(f"{library}/{variant}/{case} FAILED:\n  " + "\n  ".join(tail),
-                          flush=True)
-                    continue
-                got = json.loads(lines[-1][4:])
-                rows.append(got["row"])
-                extras.append(got["extra"])
-                if args.json:  # after every row, so an interrupted run keeps what it measured
-                    with open(args.json, "w") as f:
-                        json.dump(rows, f, indent=1)
-                r = got["row"]
-                print(f"  done {library:12s} {variant:8s} {case:10s} "
-                      f"{r['median_seconds']:.3f} s  {r['peak_bytes'] / 2**20:.0f} MiB", flush=True)
+        plan += [(python, library, variant, case) for case in args.cases
+                 for variant in _variants(library)]
+    results = {key[1:]: [] for key in plan}
+    rows, extras = [], []
+    for i in range(args.rounds):
+        if args.rounds > 1:
+            print(f"round {i + 1}/{args.rounds}", flush=True)
+        for python, library, variant, case in plan:
+            got = _run_worker(args, python, library, variant, case, sizes[case])
+            results[(library, variant, case)].append(got)
+            if got is None:
+                continue
+            r = got[0]
+            print(f"  done {library:12s} {variant:8s} {case:10s} "
+                  f"{r['median_seconds']:.3f} s  {r['peak_bytes'] / 2**20:.0f} MiB", flush=True)
+            done = [(key, res) for key, res in results.items() if any(res)]
+            if args.rounds == 1:
+                rows = [res[0][0] for _, res in done]
+                extras = [res[0][1] for _, res in done]
+            else:
+                rows, extras = map(list, zip(*(_combine_rounds(res) for _, res in done),
+                                             strict=True))
+            if args.json:  # after every row, so an interrupted run keeps what it measured
+                with open(args.json, "w") as f:
+                    json.dump(rows, f, indent=1)
     _print_table(rows, extras, sizes)
+    if args.rounds > 1:
+        _print_rounds(rows)
     return rows
+
+
+def _print_rounds(rows):
+    """Per case: each row's per-round medians, and in how many rounds our lean scan was faster
+    than each other library (rounds where both have a time)."""
+    print("\nper round (median s):")
+    for row in rows:
+        times = " ".join("-" if t is None else f"{t:.3f}" for t in row["round_seconds"])
+        print(f"  {row['library']:13s}{row['variant']:9s}{row['case']:11s}{times}")
+    for case in CASES:
+        lean = [r for r in rows if r["case"] == case and r["variant"] == "lean"]
+        if not lean:
+            continue
+        for other in rows:
+            if other["case"] != case or other is lean[0]:
+                continue
+            pairs = [(a, b) for a, b in zip(lean[0]["round_seconds"], other["round_seconds"],
+                                            strict=True) if a is not None and b is not None]
+            wins = sum(a < b for a, b in pairs)
+            print(f"  {case}: lean faster than {other['library']}/{other['variant']} in "
+                  f"{wins} of {len(pairs)} rounds")
 
 
 def _print_table(rows, extras, sizes):
@@ -397,6 +466,9 @@ def main(argv=None):
                         help="input width of the linear_lif Linear (benchmark: = N)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the whole sweep this many times, alternating libraries; rows "
+                        "then give the median over rounds and each round's in round_seconds")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch.set_num_threads for the torch libraries (default: torch's); "
                         "on a loaded machine 1 thread avoids OpenMP oversubscription stalls")

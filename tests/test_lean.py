@@ -295,3 +295,37 @@ def test_bench_neurons_quick_ours():
     for case in ("linear_lif", "conv_lif"):
         size = dict(bench_neurons.QUICK[case], I=16)
         assert bench_neurons.lean_plain_gradient_gap(case, size) < 1e-5
+
+
+def test_bench_neurons_rounds(capsys):
+    """``--rounds``: rows combine the rounds (median time and compile time, largest peak, each
+    round's median in ``round_seconds``, ``null`` for a round without a row), and the printout
+    counts the rounds lean was faster in, over rounds where both have a time."""
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
+    try:
+        import bench_neurons
+    finally:
+        sys.path.pop(0)
+
+    def got(library, variant, seconds, peak, compile_s=0.5):
+        row = dict(library=library, variant=variant, case="conv_lif", device="cpu",
+                   dtype="float32", median_seconds=seconds, compile_seconds=compile_s,
+                   peak_bytes=peak)
+        return row, {"memory_method": "test"}
+
+    lean_rounds = [got("revsnn_jax", "lean", 1.0, 10, 0.2), got("revsnn_jax", "lean", 3.0, 30),
+                   None, got("revsnn_jax", "lean", 2.0, 20, 0.9)]
+    row, extra = bench_neurons._combine_rounds(lean_rounds)
+    assert tuple(row)[:len(bench_neurons.ROW_KEYS)] == bench_neurons.ROW_KEYS
+    assert row["median_seconds"] == 2.0 and row["compile_seconds"] == 0.5
+    assert row["peak_bytes"] == 30 and row["round_seconds"] == [1.0, 3.0, None, 2.0]
+    assert extra == {"memory_method": "test"}
+    torch_rounds = [got("spikingjelly", "default", t, 5, None) for t in (1.5, 2.5, 1.0, 1.9)]
+    other, _ = bench_neurons._combine_rounds(torch_rounds)
+    assert other["compile_seconds"] is None and other["median_seconds"] == pytest.approx(1.7)
+    bench_neurons._print_rounds([row, other])
+    out = capsys.readouterr().out
+    # round 1 is lean's (1.0 < 1.5), rounds 2 and 4 are not, round 3 has no lean time
+    assert "lean faster than spikingjelly/default in 1 of 3 rounds" in out
+    with pytest.raises(SystemExit, match="--rounds must be >= 1"):
+        bench_neurons.main(["--rounds", "0", "--libraries", "revsnn_jax"])
