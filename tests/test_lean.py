@@ -163,18 +163,21 @@ def test_conv_nhwc_gradients_equal_autodiff(stride, padding, kernel_hw):
              rtol=1e-12, atol=1e-12, exact_value=False)
 
 
+@pytest.mark.parametrize("unrolled_max", [64, 1])
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
-def test_conv_nhwc_in_image_groups_equals_autodiff(monkeypatch, padding):
-    """A batch larger than ``ROWS_GROUP_BYTES`` runs in zero-padded groups of images (5 images:
-    3 groups of 2 for the kernel gradient, whose operand is the padded input; for the forward
-    2 groups of 3 at SAME, 3 of 2 at VALID): same value and gradients as the ungrouped
-    convolution."""
+def test_conv_nhwc_in_image_groups_equals_autodiff(monkeypatch, padding, unrolled_max):
+    """A batch larger than ``ROWS_GROUP_BYTES`` runs in groups of images (5 images: for the
+    kernel gradient, whose operand is the padded input, groups of 2 -- unrolled static slices
+    2 + 2 + 1, or with ``UNROLLED_GROUPS_MAX`` below 3 a ``lax.map`` over 3 zero-padded groups;
+    for the forward a map over 2 groups of 3 at SAME, 3 of 2 at VALID): same value and
+    gradients as the ungrouped convolution."""
     keys = jax.random.split(jax.random.PRNGKey(4), 3)
     x = jax.random.normal(keys[0], (5, 6, 5, 3), jnp.float64)
     kernel = jax.random.normal(keys[1], (3, 3, 3, 2), jnp.float64)
     pads = tuple(jax.lax.padtype_to_pads(x.shape[1:3], (3, 3), (1, 1), padding))
     image_bytes = (6 + sum(pads[0])) * (5 + sum(pads[1])) * 3 * 8
     monkeypatch.setattr(lean, "ROWS_GROUP_BYTES", 2 * image_bytes)
+    monkeypatch.setattr(lean, "UNROLLED_GROUPS_MAX", unrolled_max)
 
     def reference(x, kernel):
         return jax.lax.conv_general_dilated(x, kernel, (1, 1), pads,
@@ -183,8 +186,15 @@ def test_conv_nhwc_in_image_groups_equals_autodiff(monkeypatch, padding):
     g = jax.random.normal(keys[2], reference(x, kernel).shape, jnp.float64)
     _compare(reference, lambda x, k: lean.conv_nhwc(x, k, 1, pads), (x, kernel), g,
              rtol=1e-12, atol=1e-12, exact_value=False)
-    jaxpr = str(jax.make_jaxpr(jax.grad(lambda k: lean.conv_nhwc(x, k, 1, pads).sum()))(kernel))
-    assert "scan" in jaxpr  # the groups really ran as a map
+    forward = str(jax.make_jaxpr(lambda x, k: lean.conv_nhwc(x, k, 1, pads))(x, kernel))
+    assert "scan" in forward  # the forward's groups really ran as a map
+    xp = lean._pad_hw(x, pads)
+    kernel_grad = str(jax.make_jaxpr(
+        lambda xp, g: lean._kernel_grad_flat(xp, g, kernel.shape))(xp, g))
+    if unrolled_max >= 3:
+        assert "scan" not in kernel_grad and kernel_grad.count("dot_general") == 3
+    else:
+        assert "scan" in kernel_grad and kernel_grad.count("dot_general") == 1
 
 
 def test_lean_lowers_training_memory_at_long_horizon():
