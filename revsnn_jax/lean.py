@@ -445,9 +445,11 @@ def _lax_conv(x: Array, kernel: Array, stride: int, pads: tuple) -> Array:
 ROWS_GROUP_BYTES = 4 * 2**20
 # The kernel gradient sums its groups in an unrolled loop of static slices up to this many
 # groups (XLA:CPU then fuses each slice into the shift construction and overlaps one group's
-# copies with another's matmul: the benchmark's lean conv step ran 6-10% faster than with
-# ``lax.map``, with the same memory plan); beyond it, ``lax.map`` keeps the program small.
-UNROLLED_GROUPS_MAX = 64
+# copies with another's matmul: the benchmark's lean conv step, 4-5 groups per time chunk, ran
+# 6-10% faster than with ``lax.map``, with the same memory plan); beyond it, ``lax.map`` keeps
+# the transient bounded (XLA may keep several unrolled groups' copies live at once: 37 unrolled
+# groups raised the plain conv step's plan from 1,184 to 1,440 MiB) and the program small.
+UNROLLED_GROUPS_MAX = 8
 
 
 def _image_groups(array: Array) -> tuple[int, int]:

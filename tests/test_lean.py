@@ -163,7 +163,7 @@ def test_conv_nhwc_gradients_equal_autodiff(stride, padding, kernel_hw):
              rtol=1e-12, atol=1e-12, exact_value=False)
 
 
-@pytest.mark.parametrize("unrolled_max", [64, 1])
+@pytest.mark.parametrize("unrolled_max", [8, 1])
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
 def test_conv_nhwc_in_image_groups_equals_autodiff(monkeypatch, padding, unrolled_max):
     """A batch larger than ``ROWS_GROUP_BYTES`` runs in groups of images (5 images: for the
