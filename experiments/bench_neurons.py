@@ -359,14 +359,16 @@ def _run_worker(args, python, library, variant, case, size):
 def _combine_rounds(results: list) -> tuple[dict, dict]:
     """One row from a (library, variant, case)'s rounds (``None`` where a round gave no row):
     ``median_seconds`` / ``compile_seconds`` = the median over rounds, ``peak_bytes`` = the
-    largest, ``round_seconds`` = each round's median (``null`` for a missing round)."""
+    largest, and with more than one round ``round_seconds`` = each round's median (``null`` for
+    a missing round); one round gives the worker's row unchanged."""
     done = [r for r in results if r is not None]
     row = dict(done[0][0])
     row["median_seconds"] = statistics.median(r["median_seconds"] for r, _ in done)
     compiles = [r["compile_seconds"] for r, _ in done if r["compile_seconds"] is not None]
     row["compile_seconds"] = statistics.median(compiles) if compiles else None
     row["peak_bytes"] = max(r["peak_bytes"] for r, _ in done)
-    row["round_seconds"] = [None if r is None else r[0]["median_seconds"] for r in results]
+    if len(results) > 1:
+        row["round_seconds"] = [None if r is None else r[0]["median_seconds"] for r in results]
     return row, done[0][1]
 
 
@@ -402,13 +404,8 @@ def run_benchmark(args) -> list[dict]:
             r = got[0]
             print(f"  done {library:12s} {variant:8s} {case:10s} "
                   f"{r['median_seconds']:.3f} s  {r['peak_bytes'] / 2**20:.0f} MiB", flush=True)
-            done = [(key, res) for key, res in results.items() if any(res)]
-            if args.rounds == 1:
-                rows = [res[0][0] for _, res in done]
-                extras = [res[0][1] for _, res in done]
-            else:
-                rows, extras = map(list, zip(*(_combine_rounds(res) for _, res in done),
-                                             strict=True))
+            combined = [_combine_rounds(res) for res in results.values() if any(res)]
+            rows, extras = [row for row, _ in combined], [extra for _, extra in combined]
             if args.json:  # after every row, so an interrupted run keeps what it measured
                 with open(args.json, "w") as f:
                     json.dump(rows, f, indent=1)
