@@ -22,6 +22,7 @@ Defaults follow the PyTorch reference (mi804/RevSNN, SpikingJelly ``SeqToANNCont
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -31,8 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from revsnn_jax import neurons
+from revsnn_jax import bitpack, neurons, remat
 from revsnn_jax.nnx_utils import sow_intermediate
+from revsnn_jax.ties import tie
 
 __all__ = [
     "BatchNorm",
@@ -40,6 +42,7 @@ __all__ = [
     "Linear",
     "SpikingNeuron",
     "avg_pool",
+    "batch_norm_train",
     "global_avg_pool",
     "kaiming_normal_fan_out",
     "max_pool",
@@ -67,15 +70,23 @@ class Conv2d(nnx.Module):
     Mirrors ``torch.nn.Conv2d(in, out, kernel, stride, padding, bias=False)`` with the
     reference's kaiming-normal (fan_out) initialisation. ``padding`` is PyTorch's symmetric
     zero padding in pixels.
+
+    ``spike_input=True`` declares that the input is a 0/1 spike tensor (a spiking neuron's
+    output): the backward then keeps it bit-packed, 1 bit per spike instead of 32
+    (:func:`revsnn_jax.bitpack.spike_conv`); values and gradients are unchanged for 0/1 input
+    and wrong for any other.
     """
 
     def __init__(self, in_features: int, out_features: int, kernel_size: int | Sequence[int],
                  *, stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
-                 use_bias: bool = False, param_dtype: Dtype = jnp.float32,
-                 rngs: nnx.Rngs) -> None:
+                 use_bias: bool = False, spike_input: bool = False,
+                 param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> None:
         ph, pw = _pair(padding)
+        if spike_input and use_bias:
+            raise ValueError("spike_input=True supports convolutions without bias only")
         self.in_features = in_features
         self.out_features = out_features
+        self.spike_input = spike_input
         self.conv = nnx.Conv(in_features, out_features, _pair(kernel_size), _pair(stride),
                              padding=((ph, ph), (pw, pw)), use_bias=use_bias,
                              kernel_init=kaiming_normal_fan_out, param_dtype=param_dtype,
@@ -85,7 +96,12 @@ class Conv2d(nnx.Module):
         if x.ndim < 4:
             raise ValueError(f"Conv2d expects [..., H, W, C] with a batch axis, got {x.shape}")
         lead = x.shape[:-3]
-        y = self.conv(x.reshape((-1, *x.shape[-3:])))
+        x = x.reshape((-1, *x.shape[-3:]))
+        if self.spike_input:
+            conv = self.conv
+            y = bitpack.spike_conv(x, conv.kernel[...], conv.strides, conv.padding)
+        else:
+            y = self.conv(x)
         return y.reshape((*lead, *y.shape[1:]))
 
 
@@ -97,6 +113,9 @@ class BatchNorm(nnx.Module):
     does: ``running = (1 - momentum) * running + momentum * batch`` with ``momentum = 0.1`` and
     the *unbiased* batch variance. In evaluation mode (``use_running_average=True``, set by
     ``model.eval()``) it uses the running statistics. ``scale`` starts at 1, ``bias`` at 0.
+
+    Training mode has a hand-written backward (:func:`batch_norm_train`) that keeps only the
+    input and two per-channel vectors; autodiff of the formula keeps ``x - mean`` beside ``x``.
     """
 
     def __init__(self, num_features: int, *, momentum: float = 0.1, epsilon: float = 1e-5,
@@ -116,22 +135,64 @@ class BatchNorm(nnx.Module):
         if x.shape[-1] != self.num_features:
             raise ValueError(f"BatchNorm({self.num_features}) got {x.shape[-1]} channels "
                              f"(input {x.shape}); channels must be the last axis")
-        axes = tuple(range(x.ndim - 1))
+        scale = self.scale[...].astype(x.dtype)
+        bias = self.bias[...].astype(x.dtype)
         if self.use_running_average:
-            mean, var = self.mean[...], self.var[...]
-        else:
-            mean = jnp.mean(x, axes)
-            var = jnp.mean(jnp.square(x - mean), axes)
-            n = math.prod(x.shape[:-1])
-            unbiased = var * (n / max(n - 1, 1))
-            m = self.momentum
-            stat_dtype = self.mean[...].dtype
-            self.mean[...] = ((1 - m) * self.mean[...]
-                              + m * jax.lax.stop_gradient(mean).astype(stat_dtype))
-            self.var[...] = ((1 - m) * self.var[...]
-                             + m * jax.lax.stop_gradient(unbiased).astype(stat_dtype))
-        inv = jax.lax.rsqrt(var.astype(x.dtype) + self.epsilon) * self.scale[...].astype(x.dtype)
-        return (x - mean.astype(x.dtype)) * inv + self.bias[...].astype(x.dtype)
+            inv = jax.lax.rsqrt(self.var[...].astype(x.dtype) + self.epsilon) * scale
+            return (x - self.mean[...].astype(x.dtype)) * inv + bias
+        mean, var = _batch_stats(x)
+        n = math.prod(x.shape[:-1])
+        unbiased = var * (n / max(n - 1, 1))
+        m = self.momentum
+        stat_dtype = self.mean[...].dtype
+        self.mean[...] = ((1 - m) * self.mean[...]
+                          + m * jax.lax.stop_gradient(mean).astype(stat_dtype))
+        self.var[...] = ((1 - m) * self.var[...]
+                         + m * jax.lax.stop_gradient(unbiased).astype(stat_dtype))
+        return batch_norm_train(x, scale, bias, self.epsilon)
+
+
+def _batch_stats(x: Array) -> tuple[Array, Array]:
+    """Per-channel mean and biased variance over every axis but the last."""
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axes)
+    return mean, jnp.mean(jnp.square(x - mean), axes)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(x: Array, scale: Array, bias: Array, epsilon: float) -> Array:
+    """``(x - mean) / sqrt(var + eps) * scale + bias`` with the batch statistics of ``x``.
+
+    Statistics run over every axis but the last (channels). The backward keeps ``x``, ``mean``
+    and ``r = 1 / sqrt(var + eps)`` and rebuilds ``x_hat = (x - mean) * r`` (tied to the
+    cotangent, :mod:`revsnn_jax.ties`), then, with ``n`` elements per channel and ``dy`` the
+    output cotangent::
+
+        d bias  = sum(dy)            d scale = sum(dy * x_hat)
+        dx = r * (scale * dy - mean(scale * dy) - x_hat * mean(scale * dy * x_hat))
+    """
+    mean, var = _batch_stats(x)
+    return (x - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias
+
+
+def _batch_norm_train_fwd(x, scale, bias, epsilon):
+    mean, var = _batch_stats(x)
+    rstd = jax.lax.rsqrt(var + epsilon)
+    return (x - mean) * (rstd * scale) + bias, (x, mean, rstd, scale)
+
+
+def _batch_norm_train_bwd(epsilon, residuals, dy):
+    del epsilon
+    x, mean, rstd, scale = residuals
+    axes = tuple(range(x.ndim - 1))
+    x_hat = tie((x - mean) * rstd, dy)
+    d_x_hat = dy * scale
+    dx = rstd * (d_x_hat - jnp.mean(d_x_hat, axes)
+                 - x_hat * jnp.mean(d_x_hat * x_hat, axes))
+    return dx, jnp.sum(dy * x_hat, axes), jnp.sum(dy, axes)
+
+
+batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
 
 
 def _torch_linear_init(fan_in: int):
@@ -207,13 +268,14 @@ def global_avg_pool(x: Array) -> Array:
     return jnp.mean(x, axis=(-3, -2))
 
 
-def _call_block(block: nnx.Module, x: Array) -> Array:
-    return block(x)
-
-
 def run_blocks(blocks: Iterable[nnx.Module], x: Array, memory_mode: str) -> Array:
-    """Apply ``blocks`` in order; ``memory_mode="checkpoint"`` rematerialises each block
-    (:func:`flax.nnx.remat`: keep the block's input, recompute its inside in the backward)."""
+    """Apply ``blocks`` in order; ``memory_mode="checkpoint"`` rematerialises each block: the
+    backward keeps each block's input and recomputes its inside (:mod:`revsnn_jax.remat`)."""
     for block in blocks:
-        x = nnx.remat(_call_block)(block, x) if memory_mode == "checkpoint" else block(x)
+        if memory_mode == "checkpoint":
+            x, rate = remat.checkpoint_module(block, x)
+            if rate is not None:
+                sow_intermediate(block, "firing_rate", jax.lax.stop_gradient(rate))
+        else:
+            x = block(x)
     return x

@@ -64,13 +64,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from revsnn_jax.nnx_utils import (
-    MODEL_STATE,
-    call_capturing,
-    mean_of_sown,
-    merge_fresh,
-    sow_intermediate,
-)
+from revsnn_jax import remat
+from revsnn_jax.nnx_utils import sow_intermediate
+from revsnn_jax.ties import tie
 
 __all__ = [
     "BACKWARDS",
@@ -107,6 +103,27 @@ def _split_halves(x: jax.Array) -> tuple[jax.Array, jax.Array]:
             f"{channels} channels (shape {x.shape}); use an even channel count"
         )
     return x[..., : channels // 2], x[..., channels // 2:]
+
+
+def _as_halves(x: Any) -> tuple[tuple[jax.Array, jax.Array], bool]:
+    """``((x1, x2), given_as_halves)`` for an array (split on channels) or a pair of halves."""
+    if isinstance(x, (tuple, list)):
+        if len(x) != 2:
+            raise ValueError(f"x given as halves must be a pair (x1, x2), got {len(x)} arrays")
+        x1, x2 = (jnp.asarray(h) for h in x)
+        if x1.shape != x2.shape or x1.dtype != x2.dtype:
+            raise ValueError(f"the halves (x1, x2) must have one shape and dtype, got "
+                             f"{x1.dtype}{list(x1.shape)} and {x2.dtype}{list(x2.shape)}")
+        halves = (x1, x2)
+    else:
+        halves = _split_halves(jnp.asarray(x))
+    if not jnp.issubdtype(halves[0].dtype, jnp.floating):
+        raise TypeError(f"x must be floating, got dtype {halves[0].dtype}")
+    return halves, isinstance(x, (tuple, list))
+
+
+def _join(halves: tuple[jax.Array, jax.Array], as_halves: bool) -> Any:
+    return tuple(halves) if as_halves else jnp.concatenate(halves, axis=-1)
 
 
 def _num_blocks(params: PyTree) -> int:
@@ -172,29 +189,24 @@ def _coupling_forward(f: BlockFn, g: BlockFn, x1, x2, block):
     return y1, y2, (sf_new, sg_new)
 
 
-def _scan_forward(f: BlockFn, g: BlockFn, params, state, x, key, checkpoint: bool):
+def _scan_forward(f: BlockFn, g: BlockFn, params, state, x1, x2, key, checkpoint: bool):
+    """The stage's forward over the halves: ``((y1, y2), new_state)``."""
     pf, pg = params
     sf, sg = state
     kf, kg = _block_keys(key, _num_blocks(params))
 
-    def body(carry, block):
-        y1, y2, new_state = _coupling_forward(f, g, *carry, block)
+    def block_fn(p, s, halves, k):
+        y1, y2, new_state = _coupling_forward(f, g, *halves, (*p, *s, *k))
         return (y1, y2), new_state
 
     if checkpoint:
-        body = jax.checkpoint(body)
-    (y1, y2), new_state = jax.lax.scan(body, _split_halves(x), (pf, pg, sf, sg, kf, kg))
-    return jnp.concatenate([y1, y2], axis=-1), new_state
+        block_fn = remat.checkpoint(block_fn)
 
+    def body(halves, block):
+        pf_i, pg_i, sf_i, sg_i, kf_i, kg_i = block
+        return block_fn((pf_i, pg_i), (sf_i, sg_i), halves, (kf_i, kg_i))
 
-def _zero_cotangent(tree: PyTree) -> PyTree:
-    def zero(leaf):
-        leaf = jnp.asarray(leaf)
-        if jnp.issubdtype(leaf.dtype, jnp.inexact):
-            return jnp.zeros_like(leaf)
-        return None  # integer / key leaves get no cotangent
-
-    return jax.tree.map(zero, tree)
+    return jax.lax.scan(body, (x1, x2), (pf, pg, sf, sg, kf, kg))
 
 
 def _check_backward(backward: str) -> None:
@@ -224,25 +236,28 @@ def _undo_coupling(fn: BlockFn, params, state, key, z, y, dy, naive: bool):
 
 
 def _make_reversible(f: BlockFn, g: BlockFn, backward: str = "streamlined"):
-    """The stage as one custom-VJP function of ``(params, state, x, key)``."""
+    """The stage as one custom-VJP function of ``(params, state, x1, x2, key)``."""
 
     @jax.custom_vjp
-    def stage(params, state, x, key):
-        return _scan_forward(f, g, params, state, x, key, checkpoint=False)
+    def stage(params, state, x1, x2, key):
+        return _scan_forward(f, g, params, state, x1, x2, key, checkpoint=False)
 
-    def stage_fwd(params, state, x, key):
-        y, new_state = _scan_forward(f, g, params, state, x, key, checkpoint=False)
+    def stage_fwd(params, state, x1, x2, key):
+        (y1, y2), new_state = _scan_forward(f, g, params, state, x1, x2, key, checkpoint=False)
         # Residuals: the stage output, parameters, incoming state and key. Nothing per block.
-        return (y, new_state), (y, params, state, key)
+        return ((y1, y2), new_state), (y1, y2, params, state, key)
 
     def stage_bwd(residuals, cotangents):
-        y, params, state, key = residuals
-        dy, _ = cotangents  # the state output is not differentiable
+        y1, y2, params, state, key = residuals
+        (dy1, dy2), _ = cotangents  # the state output is not differentiable
         pf, pg = params
         sf, sg = state
         kf, kg = _block_keys(key, _num_blocks(params))
-
         naive = backward == "naive"
+        # Ties (revsnn_jax.ties): the first recompute waits for the stage's cotangent, and
+        # every F recompute for G's pullback, so XLA can neither merge a recompute with the
+        # forward (a one-block stage has no loop left to stop it) nor run it early.
+        y1 = tie(y1, dy2)
 
         def body(carry, block):
             y1, y2, dy1, dy2 = carry
@@ -251,16 +266,14 @@ def _make_reversible(f: BlockFn, g: BlockFn, backward: str = "streamlined"):
             x2, dpg, dy1_from_g = _undo_coupling(g, pg_i, sg_i, kg_i, y1, y2, dy2, naive)
             dx1 = dy1 + dy1_from_g
             # y1 = x1 + F(x2): rebuild x1, pull the total cotangent of y1 back through F.
-            x1, dpf, dx2_from_f = _undo_coupling(f, pf_i, sf_i, kf_i, x2, y1, dx1, naive)
+            x1, dpf, dx2_from_f = _undo_coupling(f, pf_i, sf_i, kf_i, tie(x2, dx1), y1, dx1,
+                                                 naive)
             dx2 = dy2 + dx2_from_f
             return (x1, x2, dx1, dx2), (dpf, dpg)
 
-        y1, y2 = _split_halves(y)
-        dy1, dy2 = _split_halves(dy)
         (_, _, dx1, dx2), dparams = jax.lax.scan(
             body, (y1, y2, dy1, dy2), (pf, pg, sf, sg, kf, kg), reverse=True)
-        dx = jnp.concatenate([dx1, dx2], axis=-1)
-        return dparams, _zero_cotangent(state), dx, None
+        return dparams, remat.zero_cotangent(state), dx1, dx2, None
 
     stage.defvjp(stage_fwd, stage_bwd)
     return stage
@@ -272,12 +285,12 @@ def reversible_stage(
     g: BlockFn,
     params: tuple[PyTree, PyTree],
     state: tuple[PyTree, PyTree] | None,
-    x: jax.Array,
+    x: jax.Array | tuple[jax.Array, jax.Array],
     key: Any = None,
     *,
     memory_mode: str = "reversible",
     backward: str = "streamlined",
-) -> tuple[jax.Array, tuple[PyTree, PyTree]]:
+) -> tuple[jax.Array | tuple[jax.Array, jax.Array], tuple[PyTree, PyTree]]:
     """Run ``N`` reversible coupling blocks over ``x`` and return ``(y, new_state)``.
 
     Args:
@@ -287,8 +300,10 @@ def reversible_stage(
         (block ``i`` uses ``leaf[i]``).
       state: ``(f_state, g_state)`` stacked the same way (e.g. BatchNorm running statistics),
         or ``None`` for stateless functions (they then receive ``None``).
-      x: input ``[..., C]`` with an even channel count on the last axis; typically
-        ``[T, B, H, W, C]``.
+      x: input ``[..., C]`` with an even channel count on the last axis (typically
+        ``[T, B, H, W, C]``), or its two channel halves as a pair ``(x1, x2)``. Passing
+        halves between stages avoids a concatenated copy of the stream beside the halves
+        the backward keeps.
       key: a PRNG key for randomness inside F/G (split per block and function, replayed in the
         backward), or ``None``.
       memory_mode: ``"reversible"``, ``"checkpoint"`` or ``"none"`` (module docstring).
@@ -296,15 +311,12 @@ def reversible_stage(
         backward, default) or ``"naive"`` (evaluated twice: reconstruct, then differentiate).
 
     Returns:
-      ``y`` shaped like ``x`` and the new state, stacked like ``state`` (the forward's update,
-      emitted once).
+      ``y`` in the form of ``x`` (an array, or a pair of halves) and the new state, stacked like
+      ``state`` (the forward's update, emitted once).
     """
     _check_mode(memory_mode)
     _check_backward(backward)
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"x must be floating, got dtype {x.dtype}")
-    _split_halves(x)
+    (x1, x2), as_halves = _as_halves(x)
     num_blocks = _num_blocks(params)
     if state is None:
         state = (None, None)
@@ -312,8 +324,11 @@ def reversible_stage(
         _check_state(state, num_blocks)
     f, g = _checked_output("F", f), _checked_output("G", g)
     if memory_mode == "reversible":
-        return _make_reversible(f, g, backward)(params, state, x, key)
-    return _scan_forward(f, g, params, state, x, key, checkpoint=memory_mode == "checkpoint")
+        halves, new_state = _make_reversible(f, g, backward)(params, state, x1, x2, key)
+    else:
+        halves, new_state = _scan_forward(f, g, params, state, x1, x2, key,
+                                          checkpoint=memory_mode == "checkpoint")
+    return _join(halves, as_halves), new_state
 
 
 def reversible_stage_inverse(
@@ -321,15 +336,15 @@ def reversible_stage_inverse(
     g: BlockFn,
     params: tuple[PyTree, PyTree],
     state: tuple[PyTree, PyTree] | None,
-    y: jax.Array,
+    y: jax.Array | tuple[jax.Array, jax.Array],
     key: Any = None,
-) -> jax.Array:
+) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Reconstruct a stage's input from its output (what the backward pass does).
 
+    ``y`` is an array or a pair of halves, and the input comes back in the same form.
     ``state`` and ``key`` must be those the forward received.
     """
-    y = jnp.asarray(y)
-    _split_halves(y)
+    halves, as_halves = _as_halves(y)
     num_blocks = _num_blocks(params)
     if state is not None:
         _check_state(state, num_blocks)
@@ -345,8 +360,8 @@ def reversible_stage_inverse(
         x1 = y1 - f(pf_i, sf_i, x2, kf_i)[0]
         return (x1, x2), None
 
-    (x1, x2), _ = jax.lax.scan(body, _split_halves(y), (pf, pg, sf, sg, kf, kg), reverse=True)
-    return jnp.concatenate([x1, x2], axis=-1)
+    halves, _ = jax.lax.scan(body, halves, (pf, pg, sf, sg, kf, kg), reverse=True)
+    return _join(halves, as_halves)
 
 
 # --------------------------------------------------------------------------- checker
@@ -523,22 +538,6 @@ def _stack_modules(make: Callable[[nnx.Rngs], nnx.Module], num_blocks: int,
     return stacked
 
 
-def _as_block_fn(module: nnx.Module) -> tuple[BlockFn, PyTree, PyTree]:
-    """A stacked NNX module as a pure block function plus its stacked params and state."""
-    graph, params, state = nnx.split(module, nnx.Param, ...)
-
-    def fn(p, s, x, key):
-        del key  # NNX modules keep their RNG streams in ``s``, which is replayed exactly
-        block = merge_fresh(graph, p, s)
-        out, sown = call_capturing(block.__call__, x)
-        # Firing rates sown inside the block leave the stage beside the new state (sown
-        # values cannot cross the custom_vjp otherwise).
-        rate = mean_of_sown(sown, "firing_rate")
-        return out, (nnx.state(block, MODEL_STATE), rate)
-
-    return fn, params, state
-
-
 class ReversibleSequence(nnx.Module):
     """``num_blocks`` reversible coupling blocks with NNX sub-modules ``F`` and ``G``.
 
@@ -554,6 +553,7 @@ class ReversibleSequence(nnx.Module):
         stage = ReversibleSequence(lambda r: Branch(64, rngs=r), lambda r: Branch(64, rngs=r),
                                    num_blocks=4, rngs=nnx.Rngs(0))
         y = stage(x)   # x [T, B, H, W, 128]
+        y1, y2 = stage((x1, x2))   # or the halves [T, B, H, W, 64] each, returned as halves
     """
 
     def __init__(
@@ -576,9 +576,11 @@ class ReversibleSequence(nnx.Module):
         self.f = _stack_modules(make_f, num_blocks, rngs)
         self.g = _stack_modules(make_g, num_blocks, rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        f_fn, f_params, f_state = _as_block_fn(self.f)
-        g_fn, g_params, g_state = _as_block_fn(self.g)
+    def __call__(self, x: jax.Array | tuple[jax.Array, jax.Array]
+                 ) -> jax.Array | tuple[jax.Array, jax.Array]:
+        """The stage over ``x``, an array or a pair of halves; ``y`` comes back in that form."""
+        f_fn, f_params, f_state = remat.module_block_fn(self.f)
+        g_fn, g_params, g_state = remat.module_block_fn(self.g)
         y, ((f_new, f_rate), (g_new, g_rate)) = reversible_stage(
             f_fn, g_fn, (f_params, g_params), (f_state, g_state), x,
             memory_mode=self.memory_mode, backward=self.backward)

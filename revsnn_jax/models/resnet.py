@@ -64,6 +64,13 @@ __all__ = [
 
 Array = jax.Array
 Dtype = Any
+Halves = tuple[Array, Array]
+
+
+def split_halves(x: Array) -> Halves:
+    """The two channel halves ``(x[..., :C/2], x[..., C/2:])`` of a stream."""
+    half = x.shape[-1] // 2
+    return x[..., :half], x[..., half:]
 
 #: CIFAR ResNets: SpikingJelly ``MultiStepIFNode(detach_reset=True, surrogate_function=ATan())``.
 CIFAR_NEURON = NeuronConfig(kind="if", v_threshold=1.0, v_reset=0.0, detach_reset=True,
@@ -86,10 +93,12 @@ class ResidualBranch(nnx.Module):
     def __init__(self, planes: int, neuron: NeuronConfig, *, param_dtype: Dtype = jnp.float32,
                  rngs: nnx.Rngs) -> None:
         self.sn1 = SpikingNeuron(neuron)
-        self.conv1 = Conv2d(planes, planes, 3, padding=1, param_dtype=param_dtype, rngs=rngs)
+        self.conv1 = Conv2d(planes, planes, 3, padding=1, spike_input=True,
+                            param_dtype=param_dtype, rngs=rngs)
         self.bn1 = BatchNorm(planes, param_dtype=param_dtype)
         self.sn2 = SpikingNeuron(neuron)
-        self.conv2 = Conv2d(planes, planes, 3, padding=1, param_dtype=param_dtype, rngs=rngs)
+        self.conv2 = Conv2d(planes, planes, 3, padding=1, spike_input=True,
+                            param_dtype=param_dtype, rngs=rngs)
         self.bn2 = BatchNorm(planes, param_dtype=param_dtype)
 
     def __call__(self, x: Array) -> Array:
@@ -98,7 +107,12 @@ class ResidualBranch(nnx.Module):
 
 
 class DownSample(nnx.Module):
-    """RevSResNet's non-reversible transition ``neuron -> avgpool(3, s2, p1) -> conv1x1 -> BN``."""
+    """RevSResNet's non-reversible transition ``neuron -> avgpool(3, s2, p1) -> conv1x1 -> BN``.
+
+    Takes the stream as one array or as its two channel halves ``(x1, x2)`` (what a reversible
+    stage returns) and answers in the same form; halves are pooled separately and joined only
+    at the (4x smaller) pooled resolution.
+    """
 
     def __init__(self, in_features: int, out_features: int, neuron: NeuronConfig, *,
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> None:
@@ -106,7 +120,10 @@ class DownSample(nnx.Module):
         self.conv = Conv2d(in_features, out_features, 1, param_dtype=param_dtype, rngs=rngs)
         self.bn = BatchNorm(out_features, param_dtype=param_dtype)
 
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array | Halves) -> Array | Halves:
+        if isinstance(x, tuple):
+            pooled = jnp.concatenate([avg_pool(self.sn(h), 3, 2, 1) for h in x], axis=-1)
+            return split_halves(self.bn(self.conv(pooled)))
         return self.bn(self.conv(avg_pool(self.sn(x), 3, 2, 1)))
 
 
@@ -155,15 +172,22 @@ class EventStem(nnx.Module):
 
 
 class SpikingHead(nnx.Module):
-    """``neuron -> global average pool -> Linear`` per time step, logits averaged over ``T``."""
+    """``neuron -> global average pool -> Linear`` per time step, logits averaged over ``T``.
+
+    Takes the stream as one array or as its two channel halves ``(x1, x2)``.
+    """
 
     def __init__(self, in_features: int, num_classes: int, neuron: NeuronConfig, *,
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> None:
         self.sn = SpikingNeuron(neuron)
         self.fc = Linear(in_features, num_classes, param_dtype=param_dtype, rngs=rngs)
 
-    def __call__(self, x: Array) -> Array:
-        return self.fc(global_avg_pool(self.sn(x))).mean(axis=0)
+    def __call__(self, x: Array | Halves) -> Array:
+        if isinstance(x, tuple):
+            features = jnp.concatenate([global_avg_pool(self.sn(h)) for h in x], axis=-1)
+        else:
+            features = global_avg_pool(self.sn(x))
+        return self.fc(features).mean(axis=0)
 
 
 class MSBasicBlock(nnx.Module):
@@ -177,17 +201,17 @@ class MSBasicBlock(nnx.Module):
                  stride: int = 1, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> None:
         self.sn1 = SpikingNeuron(neuron)
         self.conv1 = Conv2d(in_features, out_features, 3, stride=stride, padding=1,
-                            param_dtype=param_dtype, rngs=rngs)
+                            spike_input=True, param_dtype=param_dtype, rngs=rngs)
         self.bn1 = BatchNorm(out_features, param_dtype=param_dtype)
         self.sn2 = SpikingNeuron(neuron)
-        self.conv2 = Conv2d(out_features, out_features, 3, padding=1, param_dtype=param_dtype,
-                            rngs=rngs)
+        self.conv2 = Conv2d(out_features, out_features, 3, padding=1, spike_input=True,
+                            param_dtype=param_dtype, rngs=rngs)
         self.bn2 = BatchNorm(out_features, param_dtype=param_dtype)
         self.has_shortcut = stride != 1 or in_features != out_features
         if self.has_shortcut:
             self.shortcut_sn = SpikingNeuron(neuron)
             self.shortcut_conv = Conv2d(in_features, out_features, 1, stride=stride,
-                                        param_dtype=param_dtype, rngs=rngs)
+                                        spike_input=True, param_dtype=param_dtype, rngs=rngs)
             self.shortcut_bn = BatchNorm(out_features, param_dtype=param_dtype)
 
     def __call__(self, x: Array) -> Array:
@@ -249,7 +273,9 @@ class RevSResNet(nnx.Module):
                                 rngs=rngs)
 
     def __call__(self, x: Array) -> Array:
-        x = self.stem(x)
+        # The stream travels as two channel halves from the stem to the head: the halves are
+        # what the reversible stages keep, and a concatenated copy beside them would be extra.
+        x = split_halves(self.stem(x))
         for i, stage in enumerate(self.stages):
             if i > 0:
                 x = self.downsamples[i - 1](x)

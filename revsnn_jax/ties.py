@@ -1,0 +1,60 @@
+"""Data-dependence ties: make a backward-pass recompute wait for the cotangent it serves.
+
+A backward that rebuilds values instead of storing them (the reversible engine, per-block
+rematerialisation, a convolution that keeps its input bit-packed, a BatchNorm that keeps only
+its input) saves memory only if the compiler runs the rebuild *in the backward*, next to its
+use. XLA is free to do otherwise: a recompute needs no cotangent, so the scheduler may run it
+right after the forward, and when its operands equal the forward's (a one-block stage whose
+loop XLA removed) common-subexpression elimination merges it with the forward, keeping every
+intermediate alive from the forward to the backward. ``jax.lax.optimization_barrier`` is meant
+to prevent that, but XLA:CPU expands barriers right after its first CSE pass, before its later
+simplification and scheduling, so there it prevents nothing.
+
+A data dependence survives every pass::
+
+    tie(x, g) = x + 0 * g[0, ..., 0]
+
+``x`` now depends on the cotangent ``g``, so nothing computed from it can run before ``g``
+exists, and it no longer equals the forward's ``x``. The value is unchanged (``x + (+-0) == x``;
+a NaN or Inf in ``g`` propagates, but the gradient is then non-finite anyway), and the cost is
+one multiply of one element and an add fused into the consumer: nothing on any backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["tie"]
+
+
+def _first_float_element(tree: Any) -> jax.Array | None:
+    for leaf in jax.tree.leaves(tree):
+        leaf = jnp.asarray(leaf)
+        if jnp.issubdtype(leaf.dtype, jnp.inexact) and leaf.size:
+            return jax.lax.slice(leaf, (0,) * leaf.ndim, (1,) * leaf.ndim).reshape(())
+    return None
+
+
+def tie(x: Any, g: Any) -> Any:
+    """``x`` (any pytree) made data-dependent on ``g`` (any pytree), values unchanged.
+
+    Every floating leaf of ``x`` becomes ``leaf + 0 * e`` with ``e`` the first element of the
+    first non-empty floating leaf of ``g``; other leaves are returned as they are. With no such
+    element in ``g`` (e.g. an empty or integer cotangent) ``x`` is returned unchanged.
+    """
+    element = _first_float_element(g)
+    if element is None:
+        return x
+
+    def tie_leaf(leaf: Any) -> Any:
+        if leaf is None:
+            return None
+        leaf = jnp.asarray(leaf)
+        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            return leaf
+        return leaf + (element * 0).astype(leaf.dtype)
+
+    return jax.tree.map(tie_leaf, x)
