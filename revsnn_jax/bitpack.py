@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from revsnn_jax.ties import tie
 
-__all__ = ["pack_bits", "spike_conv", "unpack_bits"]
+__all__ = ["pack_bits", "spike_conv", "spike_dense", "unpack_bits"]
 
 _BITS = 8
 
@@ -63,23 +63,27 @@ def _conv(s, kernel, strides, padding):
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _spike_conv(s, kernel, strides, padding):
-    return _conv(s, kernel, strides, padding)
+def _dense(s, kernel):
+    return jnp.matmul(s, kernel)
 
 
-def _spike_conv_fwd(s, kernel, strides, padding):
-    return _conv(s, kernel, strides, padding), (pack_bits(s), kernel)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _spike_apply(op, s, kernel):
+    return op(s, kernel)
 
 
-def _spike_conv_bwd(strides, padding, residuals, dy):
-    packed, kernel = residuals
-    s = tie(unpack_bits(packed, kernel.shape[2], dy.dtype), dy)
-    _, pullback = jax.vjp(lambda s, k: _conv(s, k, strides, padding), s, kernel)
+def _spike_apply_fwd(op, s, kernel):
+    return op(s, kernel), (pack_bits(s), kernel, jnp.zeros((0, s.shape[-1]), jnp.uint8))
+
+
+def _spike_apply_bwd(op, residuals, dy):
+    packed, kernel, channels = residuals  # ``channels``: an empty array that carries C
+    s = tie(unpack_bits(packed, channels.shape[-1], dy.dtype), dy)
+    _, pullback = jax.vjp(op, s, kernel)
     return pullback(dy)
 
 
-_spike_conv.defvjp(_spike_conv_fwd, _spike_conv_bwd)
+_spike_apply.defvjp(_spike_apply_fwd, _spike_apply_bwd)
 
 
 def spike_conv(s: jax.Array, kernel: jax.Array, strides: tuple[int, int],
@@ -94,4 +98,14 @@ def spike_conv(s: jax.Array, kernel: jax.Array, strides: tuple[int, int],
                          f"{s.shape} and {kernel.shape}")
     strides = tuple(int(v) for v in strides)
     padding = tuple(tuple(int(v) for v in p) for p in padding)
-    return _spike_conv(s.astype(kernel.dtype), kernel, strides, padding)
+    op = functools.partial(_conv, strides=strides, padding=padding)
+    return _spike_apply(op, s.astype(kernel.dtype), kernel)
+
+
+def spike_dense(s: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``s @ kernel`` over 0/1 spikes ``s [..., C_in]`` (kernel ``[C_in, C_out]``); the backward
+    keeps ``s`` as bits. Add a bias outside: its gradient does not need ``s``."""
+    if kernel.ndim != 2 or s.shape[-1] != kernel.shape[0]:
+        raise ValueError(f"spike_dense expects s [..., C] and kernel [C, out], got {s.shape} "
+                         f"and {kernel.shape}")
+    return _spike_apply(_dense, s.astype(kernel.dtype), kernel)

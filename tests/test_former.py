@@ -1,5 +1,8 @@
 """RevSFormer / Spikingformer: exact parameter counts, attention, reversible gradients, memory."""
 
+import functools
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -198,14 +201,21 @@ def test_lean_max_pool_matches_layers_max_pool(binary):
     from revsnn_jax.layers import max_pool
 
     rng = np.random.default_rng(0)
-    for shape in [(2, 3, 8, 8, 4), (2, 7, 9, 3)]:
+    pools = [(3, 2, 1), (2, 2, 0), (3, 1, 1), (5, 3, 2)]
+    for shape, (window, stride, padding) in itertools.product(
+            [(2, 3, 8, 8, 4), (2, 7, 9, 3)], pools):
         x = rng.integers(0, 2, shape) if binary else rng.normal(size=shape)
         x = jnp.asarray(x, jnp.float64)
-        a, pull_a = jax.vjp(lambda z: max_pool(z, 3, 2, 1), x)
-        b, pull_b = jax.vjp(lambda z: former.lean_max_pool(z, 3, 2, 1), x)
+        a, pull_a = jax.vjp(functools.partial(max_pool, window=window, stride=stride,
+                                              padding=padding), x)
         g = jnp.asarray(rng.normal(size=a.shape))
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-        np.testing.assert_allclose(pull_a(g)[0], pull_b(g)[0], rtol=1e-12, atol=1e-12)
+        # spike_input keeps 0/1 inputs as bits for the backward: same gradient
+        for spike_input in ((False, True) if binary else (False,)):
+            b, pull_b = jax.vjp(functools.partial(
+                former.lean_max_pool, window=window, stride=stride, padding=padding,
+                spike_input=spike_input), x)
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+            np.testing.assert_allclose(pull_a(g)[0], pull_b(g)[0], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("v_threshold", [1.0, 0.5])

@@ -55,11 +55,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from revsnn_jax import surrogate
+from revsnn_jax import bitpack, surrogate
 from revsnn_jax.layers import BatchNorm, SpikingNeuron, run_blocks
 from revsnn_jax.models.registry import register
 from revsnn_jax.neurons import NeuronConfig, scan_unroll
 from revsnn_jax.reversible import ReversibleSequence
+from revsnn_jax.ties import tie
 
 __all__ = [
     "ATTENTION_SCALE",
@@ -112,16 +113,19 @@ def lean_lif(x: Array, tau: float, v_threshold: float, spike_fn: surrogate.Surro
     SpikingJelly's ``MultiStepLIFNode(tau, v_threshold, v_reset=0, decay_input=True,
     detach_reset=True)``: ``H[t] = V[t-1] + (X[t] - V[t-1]) / tau``, ``S[t] = (H[t] >=
     V_th)``, ``V[t] = H[t] (1 - S[t])``. Values and gradients equal
-    :func:`revsnn_jax.neurons.neuron_multistep` with that configuration (tested); the custom
-    VJP keeps only ``H`` for the backward, which runs the reverse recursion
+    :func:`revsnn_jax.neurons.neuron_multistep` with that configuration (tested). The custom
+    VJP keeps only the input ``X`` (which is usually an elementwise function of its producer's
+    own residual, so XLA may keep that instead); the backward reruns the forward recursion
+    for ``H``, tied to the cotangent (:mod:`revsnn_jax.ties`), and then the reverse recursion
     ``dH[t] = dS[t] g'(H[t] - V_th) + dV[t] (1 - S[t])``, ``dX[t] = dH[t] / tau``,
     ``dV[t-1] = dH[t] (1 - 1 / tau)``. Autodiff through the forward scan kept several arrays of
     the sequence's size per neuron on XLA:CPU.
     """
-    return _lean_lif_fwd(x, tau, v_threshold, spike_fn)[0]
+    return _lean_lif_scan(x, tau, v_threshold)[0]
 
 
-def _lean_lif_fwd(x, tau, v_threshold, spike_fn):
+def _lean_lif_scan(x, tau, v_threshold):
+    """``(spikes, H)`` of the forward recursion."""
     inv_tau = jnp.asarray(1.0 / tau, x.dtype)
     v_th = jnp.asarray(v_threshold, x.dtype)
 
@@ -135,7 +139,12 @@ def _lean_lif_fwd(x, tau, v_threshold, spike_fn):
     return spikes, h
 
 
-def _lean_lif_bwd(tau, v_threshold, spike_fn, h, g):
+def _lean_lif_fwd(x, tau, v_threshold, spike_fn):
+    return _lean_lif_scan(x, tau, v_threshold)[0], x
+
+
+def _lean_lif_bwd(tau, v_threshold, spike_fn, x, g):
+    _, h = _lean_lif_scan(tie(x, g), tau, v_threshold)
     inv_tau = jnp.asarray(1.0 / tau, h.dtype)
     v_th = jnp.asarray(v_threshold, h.dtype)
 
@@ -171,23 +180,34 @@ class _Neuron(nnx.Module):
 
 
 class _Conv3x3(nnx.Module):
-    """``nn.Conv2d(in, out, 3, 1, 1, bias=False)`` with PyTorch's default init, time folded."""
+    """``nn.Conv2d(in, out, 3, 1, 1, bias=False)`` with PyTorch's default init, time folded.
+
+    ``spike_input=True``: the input is 0/1 spikes, kept as bits for the backward
+    (:func:`revsnn_jax.bitpack.spike_conv`)."""
 
     def __init__(self, in_features: int, out_features: int, *, param_dtype: Dtype,
-                 rngs: nnx.Rngs) -> None:
+                 spike_input: bool = False, rngs: nnx.Rngs) -> None:
+        self.spike_input = spike_input
         self.conv = nnx.Conv(in_features, out_features, (3, 3), padding=((1, 1), (1, 1)),
                              use_bias=False, kernel_init=_torch_default_kernel,
                              param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: Array) -> Array:
         lead = x.shape[:-3]
-        y = self.conv(x.reshape((-1, *x.shape[-3:])))
+        x = x.reshape((-1, *x.shape[-3:]))
+        if self.spike_input:
+            y = bitpack.spike_conv(x, self.conv.kernel[...], (1, 1), ((1, 1), (1, 1)))
+        else:
+            y = self.conv(x)
         return y.reshape((*lead, *y.shape[1:]))
 
 
 class _Pointwise(nnx.Module):
     """A 1x1 convolution over tokens (``nn.Conv1d(in, out, 1)`` / ``nn.Conv2d(in, out, 1)``):
-    a linear map of the channel axis, applied once to every token of every time step."""
+    a linear map of the channel axis, applied once to every token of every time step.
+
+    Every one of them reads spikes, so the backward keeps its input as bits
+    (:func:`revsnn_jax.bitpack.spike_dense`)."""
 
     def __init__(self, in_features: int, out_features: int, *, use_bias: bool,
                  param_dtype: Dtype, rngs: nnx.Rngs) -> None:
@@ -197,7 +217,10 @@ class _Pointwise(nnx.Module):
                                  param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: Array) -> Array:
-        return self.linear(x)
+        y = bitpack.spike_dense(x, self.linear.kernel[...])
+        if self.linear.bias is not None:
+            y = y + self.linear.bias[...]
+        return y
 
 
 def spiking_attention(q: Array, k: Array, v: Array, scale: float = ATTENTION_SCALE) -> Array:
@@ -277,8 +300,9 @@ def _pool_windows(xp: Array, out_h: int, out_w: int, window: int, stride: int):
                              dj:dj + stride * (out_w - 1) + 1:stride, :]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def lean_max_pool(x: Array, window: int = 3, stride: int = 2, padding: int = 1) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def lean_max_pool(x: Array, window: int = 3, stride: int = 2, padding: int = 1,
+                  spike_input: bool = False) -> Array:
     """PyTorch ``MaxPool2d(window, stride, padding)`` over ``[..., H, W, C]`` with a lean backward.
 
     Same values and gradients as :func:`revsnn_jax.layers.max_pool` (each window's gradient
@@ -286,12 +310,15 @@ def lean_max_pool(x: Array, window: int = 3, stride: int = 2, padding: int = 1) 
     from ``window * window`` strided slices instead of XLA's ``select_and_scatter``, which
     XLA:CPU expands into a scatter with five int32 index arrays of the padded input's size: at
     CIFAR shape that made the tokenizer's pooling cost more training memory than all of
-    RevSFormer's blocks together. Only ``x`` is kept for the backward.
+    RevSFormer's blocks together. Only ``x`` is kept for the backward, as bits
+    (:mod:`revsnn_jax.bitpack`) when ``spike_input=True`` declares it a 0/1 spike tensor. The
+    window contributions are summed one after another, each tied to the running sum
+    (:mod:`revsnn_jax.ties`), so one padded gradient is live at a time, not ``window ** 2``.
     """
-    return _lean_max_pool_fwd(x, window, stride, padding)[0]
+    return _max_pool_values(x, window, stride, padding)
 
 
-def _lean_max_pool_fwd(x, window, stride, padding):
+def _max_pool_values(x, window, stride, padding):
     h, w = x.shape[-3], x.shape[-2]
     out_h = (h + 2 * padding - window) // stride + 1
     out_w = (w + 2 * padding - window) // stride + 1
@@ -300,28 +327,60 @@ def _lean_max_pool_fwd(x, window, stride, padding):
     out = None
     for _, _, view in _pool_windows(xp, out_h, out_w, window, stride):
         out = view if out is None else jnp.maximum(out, view)
-    return out, x
+    return out
 
 
-def _lean_max_pool_bwd(window, stride, padding, x, g):
-    out, _ = _lean_max_pool_fwd(x, window, stride, padding)
+def _lean_max_pool_fwd(x, window, stride, padding, spike_input):
+    residual = bitpack.pack_bits(x) if spike_input else x
+    return _max_pool_values(x, window, stride, padding), residual
+
+
+def _lean_max_pool_bwd(window, stride, padding, spike_input, residual, g):
+    if spike_input:
+        channels = g.shape[-1]
+        x = tie(bitpack.unpack_bits(residual, channels, g.dtype), g)
+    else:
+        x = tie(residual, g)
+    out = _max_pool_values(x, window, stride, padding)
     out_h, out_w = out.shape[-3], out.shape[-2]
     pads = [(0, 0)] * (x.ndim - 3) + [(padding, padding), (padding, padding), (0, 0)]
     xp = jnp.pad(x, pads, constant_values=-jnp.inf)
-    hp, wp = xp.shape[-3], xp.shape[-2]
     taken = jnp.zeros(out.shape, bool)
-    grad = jnp.zeros(xp.shape, g.dtype)
     zero = jnp.zeros((), g.dtype)
+    contribs = {}
     for di, dj, view in _pool_windows(xp, out_h, out_w, window, stride):
         hit = (view == out) & ~taken  # the first maximum of each window takes the gradient
         taken = taken | hit
-        contrib = jnp.where(hit, g, zero)
-        lead = [(0, 0, 0)] * (x.ndim - 3)
-        grad = grad + jax.lax.pad(contrib, zero, [
-            *lead, (di, hp - di - stride * (out_h - 1) - 1, stride - 1),
-            (dj, wp - dj - stride * (out_w - 1) - 1, stride - 1), (0, 0, 0)])
+        contribs[di, dj] = jnp.where(hit, g, zero)
+    # Padded row R = stride * q + rho receives window i = q - (d - rho) / stride's offset d for
+    # every d = rho (mod stride): per residue class (rho_h, rho_w) a sum of shifted output-size
+    # contributions, then the classes interleave to the padded grid. Nothing of the input's
+    # size is built but the result.
+    q_h, q_w = -(-xp.shape[-3] // stride), -(-xp.shape[-2] // stride)
+    classes = []
+    for rho_h in range(stride):
+        row = []
+        for rho_w in range(stride):
+            total = jnp.zeros((*out.shape[:-3], q_h, q_w, out.shape[-1]), g.dtype)
+            for dh in range(rho_h, window, stride):
+                for dw in range(rho_w, window, stride):
+                    total = total + _shift_to(contribs[dh, dw], (dh - rho_h) // stride,
+                                              (dw - rho_w) // stride, q_h, q_w)
+            row.append(total)
+        classes.append(jnp.stack(row, axis=-2))  # [..., q_h, q_w, stride, C]
+    grid = jnp.stack(classes, axis=-4)  # [..., q_h, stride, q_w, stride, C]
+    grid = grid.reshape((*out.shape[:-3], q_h * stride, q_w * stride, out.shape[-1]))
     h, w = x.shape[-3], x.shape[-2]
-    return (grad[..., padding:padding + h, padding:padding + w, :],)
+    return (grid[..., padding:padding + h, padding:padding + w, :],)
+
+
+def _shift_to(v: Array, k_h: int, k_w: int, q_h: int, q_w: int) -> Array:
+    """``v [..., out_h, out_w, C]`` moved down by ``k_h`` rows and right by ``k_w`` columns,
+    zero-filled and cut to ``[..., q_h, q_w, C]`` (``out[q] = v[q - k]``)."""
+    out_h, out_w = v.shape[-3], v.shape[-2]
+    lead = [(0, 0, 0)] * (v.ndim - 3)
+    return jax.lax.pad(v, jnp.zeros((), v.dtype), [
+        *lead, (k_h, q_h - out_h - k_h, 0), (k_w, q_w - out_w - k_w, 0), (0, 0, 0)])
 
 
 lean_max_pool.defvjp(_lean_max_pool_fwd, _lean_max_pool_bwd)
@@ -351,7 +410,8 @@ class SpikingTokenizer(nnx.Module):
         self.conv0 = _Conv3x3(in_channels, widths[0], **kw)
         self.bn0 = BatchNorm(widths[0], param_dtype=param_dtype)
         self.lifs = nnx.List([_Neuron(neuron) for _ in range(4)])
-        self.convs = nnx.List([_Conv3x3(widths[i], widths[i + 1], **kw) for i in range(4)])
+        self.convs = nnx.List([_Conv3x3(widths[i], widths[i + 1], spike_input=True, **kw)
+                               for i in range(4)])
         self.bns = nnx.List([BatchNorm(widths[i + 1], param_dtype=param_dtype)
                              for i in range(4)])
 
@@ -370,7 +430,7 @@ class SpikingTokenizer(nnx.Module):
         for lif, pool, conv, bn in zip(self.lifs, self.pools, self.convs, self.bns, strict=True):
             x = lif(x)
             if pool:
-                x = lean_max_pool(x, 3, 2, 1)
+                x = lean_max_pool(x, 3, 2, 1, spike_input=True)
             x = bn(conv(x))
         t, b, h, w, c = x.shape
         return x.reshape(t, b, h * w, c)
