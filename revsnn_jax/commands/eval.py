@@ -6,14 +6,17 @@ import argparse
 import json
 import sys
 
+from revsnn_jax.commands._args import non_negative_int, positive_int
+
 HELP = "evaluate the latest checkpoint in --workdir on the test split"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True, help="run directory written by revsnn train")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
+    parser.add_argument("--step", type=non_negative_int, default=None,
+                        help="checkpoint step (default latest)")
     parser.add_argument("--data-dir", default=None, help="data directory (default: the run's)")
-    parser.add_argument("--eval-batch-size", type=int, default=None)
+    parser.add_argument("--eval-batch-size", type=positive_int, default=None)
 
 
 def run(args: argparse.Namespace) -> int:
