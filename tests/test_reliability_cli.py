@@ -107,3 +107,15 @@ def test_the_installed_entry_point_prints_no_traceback_for_bad_input():
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "revsnn memory: error: argument --models: unknown model 'nope', 'x'" in proc.stderr
+
+
+def test_revsnn_warnings_are_one_line_in_the_cli(capsys):
+    import warnings
+
+    from revsnn_jax import checkpointing
+    from revsnn_jax.commands._args import concise_warnings
+
+    with concise_warnings("train", (checkpointing.CorruptCheckpointWarning,)):
+        warnings.warn(checkpointing.CorruptCheckpointWarning("checkpoint 20 ... moved aside"),
+                      stacklevel=1)
+    assert capsys.readouterr().err == "revsnn train: warning: checkpoint 20 ... moved aside\n"

@@ -16,7 +16,10 @@ Anything else a command raises is an internal failure and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable
+import contextlib
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 
 
 class UsageError(Exception):
@@ -86,3 +89,21 @@ def names_from(known: Iterable[str] | Callable[[], Iterable[str]], what: str
         return names
 
     return parse
+
+
+@contextlib.contextmanager
+def concise_warnings(command: str, categories: tuple[type[Warning], ...]) -> Iterator[None]:
+    """Print warnings of ``categories`` (revsnn's own, e.g. a corrupt checkpoint set aside) as
+    one ``revsnn COMMAND: warning: ...`` line on stderr instead of Python's file:line form;
+    other warnings are shown as usual."""
+    with warnings.catch_warnings():
+        previous = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, categories):
+                print(f"revsnn {command}: warning: {message}", file=file or sys.stderr)
+            else:
+                previous(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield

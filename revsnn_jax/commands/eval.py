@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from revsnn_jax.commands._args import non_negative_int, positive_int
+from revsnn_jax.commands._args import concise_warnings, non_negative_int, positive_int
 
 HELP = "evaluate the latest checkpoint in --workdir on the test split"
 
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from revsnn_jax import train
+    from revsnn_jax import checkpointing, train
 
     overrides = {}
     if args.data_dir is not None:
@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     if args.eval_batch_size is not None:
         overrides["eval_batch_size"] = args.eval_batch_size
     try:
-        with train._quiet_absl():
+        with train._quiet_absl(), concise_warnings("eval", (
+                checkpointing.CorruptCheckpointWarning,)):
             result = train.evaluate(args.workdir, overrides, step=args.step)
     except (ValueError, FileNotFoundError) as err:
         print(f"revsnn eval: error: {err}", file=sys.stderr)

@@ -77,16 +77,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import pathlib
 
-    from revsnn_jax import train
+    from revsnn_jax import checkpointing, train
+    from revsnn_jax.commands._args import concise_warnings
     from revsnn_jax.config import load_config
 
+    _WARNINGS = (checkpointing.CorruptCheckpointWarning, train.ReconstructionDriftWarning)
     try:
         overrides = config_overrides(args)
         if args.config is None and (pathlib.Path(args.workdir) / "config.yaml").exists():
             cfg = train.load_workdir_config(args.workdir).replace(**overrides)
         else:
             cfg = load_config(args.config or "default", overrides)
-        with train._quiet_absl():
+        with train._quiet_absl(), concise_warnings("train", _WARNINGS):
             summary = train.train(cfg, args.workdir, progress=not args.no_progress)
     except train.NonFiniteError as err:
         print(f"revsnn train: error: {err}", file=sys.stderr)
