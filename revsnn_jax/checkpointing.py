@@ -39,13 +39,14 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["CorruptCheckpointError", "CorruptCheckpointWarning", "array_checksums",
-           "restore", "save", "set_aside"]
+__all__ = ["CorruptCheckpointError", "CorruptCheckpointWarning", "array_checksums", "manager",
+           "newest_good", "restore", "save", "set_aside"]
 
 _FORMAT = 1  # version of the integrity record
 # what a read of a damaged checkpoint raises (json: ValueError; tensorstore: ValueError with
-# DATA_LOSS / decode messages; a missing file: OSError; a torn tree: KeyError/TypeError)
-_READ_ERRORS = (ValueError, OSError, KeyError, TypeError)
+# DATA_LOSS / decode messages; a missing file: OSError; valid JSON missing a key: KeyError).
+# Anything else is a bug and propagates: it must not get good checkpoints set aside.
+_READ_ERRORS = (ValueError, OSError, KeyError)
 
 
 class CorruptCheckpointError(ValueError):
@@ -230,12 +231,14 @@ def _read_arrays(mgr, step: int, target: Any, record: dict[str, Any] | None,
     try:
         model = mgr.restore(step, args=ocp.args.Composite(
             model=ocp.args.StandardRestore(target)))["model"]
-    except _READ_ERRORS as err:
+    except (*_READ_ERRORS, TypeError) as err:
         if record is None:  # unverifiable: as before integrity records, a misfit
             raise ValueError(
                 f"checkpoint {step} in {directory} does not fit {what} as configured now "
                 f"(other parameter shapes or optimizer); use a new --workdir or the settings "
                 f"it was written with. Orbax said: {err}") from err
+        if isinstance(err, TypeError):
+            raise
         _drop_closed_loop_callbacks()
         raise CorruptCheckpointError(step, directory, "arrays",
                                      f"its arrays cannot be read ({_short(err)})") from err

@@ -866,7 +866,8 @@ def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True
     Failures: SIGTERM saves a checkpoint of the current step and returns
     ``{"steps": N, "stopped_early": True, "preempted": True}``; a non-finite loss or gradient
     raises :class:`NonFiniteError` (unless ``skip_nonfinite``) without saving anything after the
-    last good checkpoint; a checkpoint of another model raises ``ValueError``.
+    last good checkpoint; a checkpoint of another model raises ``ValueError``; one that fails
+    verification is set aside (``CorruptCheckpointWarning``) for the newest one that verifies.
     """
     from tqdm import tqdm
 

@@ -575,6 +575,12 @@ def test_bad_configs_and_mismatched_checkpoints_fail_fast(tmp_path, capsys):
     # the checkpoint is untouched and still loads with the right settings
     train.train(small(steps=3), workdir, progress=False)
     assert _checkpoints(workdir)[0][-1] == 3
+    # another optimizer state (no config.yaml to tell): a misfit, not corruption: nothing set aside
+    (workdir / "config.yaml").unlink()
+    with pytest.raises(ValueError, match=r"checkpoint 3 in .* does not fit 'spiking_mlp' .*"
+                                         r"opt_state"):
+        train.train(small(steps=4, optimizer="adamw"), workdir, progress=False)
+    assert _checkpoints(workdir) == ([2, 3], [])
 
 
 # --------------------------------------------------------------------------- determinism
