@@ -53,15 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_model_kwargs(names: tuple[str, ...], model_kwargs: dict) -> None:
-    """--widths/--blocks that a model's constructor does not take: a usage error."""
+    """--widths/--blocks that a model's constructor rejects (an unknown keyword, or values it
+    refuses such as stage lists of different lengths): a usage error."""
     from revsnn_jax.models import abstract_model
 
     for name in names:
         try:
             abstract_model(name, **model_kwargs)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             flags = "/".join(f"--{k}" for k in model_kwargs)
-            raise UsageError(f"argument {flags}: model {name} does not take "
+            raise UsageError(f"argument {flags}: model {name} rejects "
                              f"{model_kwargs}: {err}") from err
 
 
