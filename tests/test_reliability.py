@@ -378,6 +378,12 @@ def _corrupt_the_metadata(workdir: pathlib.Path, step: int) -> None:
     path.write_text(json.dumps(meta))
 
 
+def _truncate_the_tree_metadata(workdir: pathlib.Path, step: int) -> None:
+    """Cut orbax's own metadata of the arrays (model/_METADATA) in half."""
+    path = workdir / "checkpoints" / str(step) / "model" / "_METADATA"
+    path.write_text(path.read_text()[: len(path.read_text()) // 2])
+
+
 def test_a_corrupt_checkpoint_is_set_aside_resumed_from_the_last_good_one_and_refused_by_eval(
         tmp_path, capsys):
     cfg = small(steps=12, checkpoint_every=4, keep_checkpoints=10, log_every=4)
@@ -388,18 +394,22 @@ def test_a_corrupt_checkpoint_is_set_aside_resumed_from_the_last_good_one_and_re
     train.train(cfg, workdir, progress=False)
     capsys.readouterr()
     aside = []
-    for corrupt, what in ((_corrupt_an_array_file, "arrays"), (_corrupt_the_metadata,
-                                                                "metadata")):
+    for corrupt, expected, renamed in (
+            (_corrupt_an_array_file, r"1 of 13 arrays do not match their SHA-256 checksums",
+             "12.corrupt-arrays"),
+            (_corrupt_the_metadata, r"its metadata \(meta/\) does not match its SHA-256 "
+                                    r"checksum", "12.corrupt-metadata"),
+            (_truncate_the_tree_metadata, r"its arrays cannot be read \(JSONDecodeError",
+             "12.corrupt-arrays-2")):
+        what = corrupt.__name__
         corrupt(workdir, 12)
-        expected = {"arrays": r"1 of 13 arrays do not match their SHA-256 checksums",
-                    "metadata": r"its metadata \(meta/\) does not match its SHA-256 checksum"}
         with pytest.warns(checkpointing.CorruptCheckpointWarning,
-                          match=rf"checkpoint 12 in .* fails verification: {expected[what]}.*"
-                                rf"moved aside to .*12\.corrupt-{what}$"):
+                          match=rf"checkpoint 12 in .* fails verification: {expected}.*"
+                                rf"moved aside to .*{renamed}$"):
             summary = train.train(cfg, workdir, progress=False)
         assert f"resuming {workdir} from step 8" in capsys.readouterr().out, what
-        aside.append(f"12.corrupt-{what}")
-        assert _checkpoints(workdir) == ([4, 8, 12], aside)  # the bad one kept, renamed
+        aside.append(renamed)
+        assert _checkpoints(workdir) == ([4, 8, 12], sorted(aside))  # the bad one kept, renamed
         assert summary["steps"] == 12
         ours, ref = _checkpoint_arrays(workdir, 12), _checkpoint_arrays(reference, 12)
         assert jax.tree.structure(ours) == jax.tree.structure(ref)
@@ -414,7 +424,7 @@ def test_a_corrupt_checkpoint_is_set_aside_resumed_from_the_last_good_one_and_re
     err = capsys.readouterr().err
     assert err.startswith("revsnn eval: error: checkpoint 12 in ") and "fails verification" in err
     assert "the newest checkpoint that verifies is step 8" in err and "--step 8" in err
-    assert _checkpoints(workdir) == ([4, 8, 12], aside)  # eval renames nothing
+    assert _checkpoints(workdir) == ([4, 8, 12], sorted(aside))  # eval renames nothing
     assert cli.main(["eval", "--workdir", str(workdir), "--step", "8"]) == 0
     assert '"step": 8' in capsys.readouterr().out
     assert cli.main(["eval", "--workdir", str(workdir), "--step", "5"]) == 2
