@@ -2,6 +2,10 @@
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
 Modules are imported only when their command runs, so ``revsnn --help`` starts fast.
+
+Invalid arguments end as one line on stderr and exit status 2, never a traceback: argparse
+``type=`` validators and :class:`revsnn_jax.commands._args.UsageError` (see that module);
+anything else a command raises keeps its traceback.
 """
 
 from __future__ import annotations
@@ -36,8 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from revsnn_jax.commands._args import UsageError
+
     args = build_parser().parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except UsageError as err:
+        print(f"revsnn {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

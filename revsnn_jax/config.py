@@ -20,8 +20,18 @@ from typing import Any
 
 import yaml
 
-__all__ = ["TrainConfig", "config_dir", "field_names", "list_configs", "load_config",
-           "parse_value"]
+__all__ = ["TrainConfig", "check_field", "config_dir", "field_names", "list_configs",
+           "load_config", "parse_value"]
+
+# numeric fields with a lower bound: (bound, inclusive, what the bound means)
+_MINIMUM: dict[str, tuple[float, bool, str]] = {
+    "batch_size": (1, True, ""), "eval_batch_size": (0, True, " (0: batch_size)"),
+    "time_steps": (1, True, ""), "steps": (0, True, " (0: train for epochs)"),
+    "epochs": (0, False, ""), "log_every": (1, True, ""), "checkpoint_every": (1, True, ""),
+    "keep_checkpoints": (1, True, ""), "eval_every": (0, True, " (0: only at the end)"),
+    "memory_batch": (0, True, " (0: the per-device batch)"),
+    "input_channels": (0, True, " (0: the data set's own)"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +91,12 @@ class TrainConfig:
     drift_check_every: int = 0  # > 0: every K steps, reversible vs plain-autodiff gradients
     drift_threshold: float = 1e-4  # relative gradient error that triggers the drift warning
 
+    def __post_init__(self) -> None:
+        for name in _MINIMUM:
+            problem = check_field(name, getattr(self, name))
+            if problem:
+                raise ValueError(f"config field {name} {problem}")
+
     def replace(self, **changes: Any) -> TrainConfig:
         return from_dict({**dataclasses.asdict(self), **changes})
 
@@ -102,11 +118,23 @@ def _unknown(keys: list[str], where: str) -> ValueError:
     )
 
 
+def check_field(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for field ``name`` (e.g. ``"must be >= 1, got 0"``), or
+    ``None``: the range check of :class:`TrainConfig`, for messages that name a flag."""
+    if name not in _MINIMUM or not isinstance(value, (int, float)):
+        return None
+    bound, inclusive, meaning = _MINIMUM[name]
+    if value > bound or (inclusive and value == bound):
+        return None
+    return f"must be {'>=' if inclusive else '>'} {bound}{meaning}, got {value}"
+
+
 def parse_value(name: str, value: Any) -> Any:
     """Convert ``value`` (a string from the command line, or a YAML value) to field ``name``'s type."""
     if name not in _HINTS:
         raise _unknown([name], "overrides")
     hint = _HINTS[name]
+    kind = getattr(hint, "__name__", None) or str(hint)  # int, float, list, "str | None"
     args = typing.get_args(hint)
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), hint) if args else hint
@@ -114,7 +142,13 @@ def parse_value(name: str, value: Any) -> Any:
     if isinstance(value, str) and optional and value.strip().lower() in ("none", "null", "~", ""):
         return None
     if isinstance(value, str) and base is not str:
-        value = yaml.safe_load(value)
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem", None) or type(err).__name__
+            raise ValueError(f"config field {name} expects {kind} (lists and mappings in YAML "
+                             f"flow style, e.g. [1, 2] or {{a: 1}}); {value!r} is not valid "
+                             f"YAML: {mark}") from None
     if value is None:
         if optional:
             return None
@@ -145,7 +179,7 @@ def parse_value(name: str, value: Any) -> Any:
                 return dict(value)
             raise ValueError
     except (TypeError, ValueError):
-        raise ValueError(f"config field {name} expects {hint}, got {value!r}") from None
+        raise ValueError(f"config field {name} expects {kind}, got {value!r}") from None
     return value
 
 

@@ -20,7 +20,8 @@ Failures (README "Resuming and failures"):
   only once it is complete, so a half-written checkpoint is never loaded (leftover temporary
   directories are deleted when training starts). On resume, ``metrics.jsonl`` records after
   the restored step (work that was lost) are dropped, so the file reads like an uninterrupted
-  run's.
+  run's. Every checkpoint is verified (SHA-256 of its arrays and metadata) when it is restored; a
+  bad one is set aside and the newest good one resumed (:mod:`revsnn_jax.checkpointing`).
 * SIGTERM (preemption) finishes the current step, saves a checkpoint and returns
   ``{"preempted": True, ...}``; ``revsnn train`` then exits with :data:`EXIT_PREEMPTED` (75).
   On several hosts JAX's preemption service (``jax.distributed``) decides the common step.
@@ -76,7 +77,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from revsnn_jax import data, losses, models, steps
+from revsnn_jax import checkpointing, data, losses, models, steps
 from revsnn_jax.config import TrainConfig, from_dict
 from revsnn_jax.nnx_utils import mean_of_sown
 
@@ -337,6 +338,9 @@ class Trainer:
             raise _fail(f"batch_size {cfg.batch_size} exceeds the {len(self.train_source)} "
                         "training examples")
         self.total_steps = cfg.steps or round(cfg.epochs * self.steps_per_epoch)
+        if self.total_steps < 1:
+            raise _fail(f"epochs {cfg.epochs} of {self.steps_per_epoch} steps make no training "
+                        f"step; set steps >= 1 or more epochs")
         self.num_classes = self.spec.num_classes
         # one preprocessed example: [H, W, C], events [T, H, W, C]
         self.example_shape = tuple(
@@ -631,83 +635,67 @@ class Trainer:
 
 
 # --------------------------------------------------------------------------- checkpoints
-def _pause_before_commit_class(step: int):
-    """Test-only (``REVSNN_TEST_PAUSE_IN_SAVE``): orbax's atomic-rename temporary path, held
-    before its commit when it finalises checkpoint ``step``."""
-    import asyncio
-
-    from orbax.checkpoint.path import atomicity
-
-    class PauseBeforeCommit(atomicity.AtomicRenameTemporaryPath):
-        async def finalize(self, *args: Any, **kwargs: Any) -> None:
-            if self.get_final().name == str(step):
-                print(f"REVSNN_TEST paused in save of step {step} ({self.get().name})",
-                      flush=True)
-                await asyncio.sleep(3600)
-            await super().finalize(*args, **kwargs)
-
-    return PauseBeforeCommit
-
-
-def _checkpoint_manager(workdir: pathlib.Path, cfg: TrainConfig | None, *, read_only=False):
-    import orbax.checkpoint as ocp
-
-    extra: dict[str, Any] = {}
-    pause = os.environ.get("REVSNN_TEST_PAUSE_IN_SAVE")
-    if pause and not read_only:
-        extra["temporary_path_class"] = _pause_before_commit_class(int(pause))
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=cfg.keep_checkpoints if cfg else None, create=not read_only,
-        enable_async_checkpointing=True,
-        # a run killed while writing leaves checkpoints/<step>.orbax-checkpoint-tmp*: never
-        # loaded (not a finalised step), deleted when the next run opens the directory
-        cleanup_tmp_directories=not read_only, **extra)
-    return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options,
-                                 item_names=("model", "meta"))
+def _saveable_model(trainer: Trainer) -> dict[str, Any]:
+    return {"params": _to_saveable(trainer.params), "state": _to_saveable(trainer.state),
+            "opt_state": _to_saveable(trainer.opt_state)}
 
 
 def _save(manager, trainer: Trainer, step: int, iterator, train_seconds: float,
           counters: dict[str, Any] | None = None) -> None:
-    import orbax.checkpoint as ocp
-
-    model = {"params": _to_saveable(trainer.params), "state": _to_saveable(trainer.state),
-             "opt_state": _to_saveable(trainer.opt_state)}
     meta = {"step": step, "data_iterator": iterator.get_state() if iterator else None,
             "train_seconds": train_seconds, "config": trainer.cfg.to_dict(), **(counters or {})}
-    manager.save(step, args=ocp.args.Composite(model=ocp.args.StandardSave(model),
-                                                meta=ocp.args.JsonSave(meta)), force=True)
+    checkpointing.save(manager, step, _saveable_model(trainer), meta)
+
+
+def _same_model(trainer: Trainer, directory: pathlib.Path):
+    """``check_meta`` for :func:`checkpointing.restore`: the checkpoint's own config names the
+    same model (even where ``config.yaml`` is gone)."""
+    def check(meta: dict[str, Any]) -> None:
+        saved, now = meta.get("config") or {}, trainer.cfg.to_dict()
+        clash = [k for k in _CHECKPOINT_IDENTITY if k in saved and saved[k] != now[k]]
+        if clash:
+            raise _fail(
+                f"the checkpoints in {directory} hold another model ({', '.join(clash)} differ: "
+                f"{clash[0]} = {saved[clash[0]]!r} there, {now[clash[0]]!r} now); use a new "
+                f"--workdir, or remove {directory} to start this run from scratch")
+    return check
 
 
 def _restore(manager, trainer: Trainer, step: int, *, with_optimizer: bool = True):
-    import orbax.checkpoint as ocp
-
-    directory = pathlib.Path(str(manager.directory))
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    saved = (meta or {}).get("config") or {}
-    now = trainer.cfg.to_dict()
-    clash = [k for k in _CHECKPOINT_IDENTITY if k in saved and saved[k] != now[k]]
-    if clash:
-        raise _fail(
-            f"the checkpoints in {directory} hold another model ({', '.join(clash)} differ: "
-            f"{clash[0]} = {saved[clash[0]]!r} there, {now[clash[0]]!r} now); use a new "
-            f"--workdir, or remove {directory} to start this run from scratch")
-    target = {"params": _to_saveable(trainer.params), "state": _to_saveable(trainer.state),
-              "opt_state": _to_saveable(trainer.opt_state)}
-    try:
-        restored = manager.restore(step, args=ocp.args.Composite(
-            model=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-    except (ValueError, KeyError, TypeError) as err:
-        raise _fail(
-            f"checkpoint {step} in {directory} does not fit {trainer.cfg.model!r} as "
-            f"configured now (other parameter shapes or optimizer); use a new --workdir or "
-            f"the settings it was written with. Orbax said: {err}") from err
-    model, meta = restored["model"], restored["meta"]
+    """Load verified checkpoint ``step`` into ``trainer``; its metadata
+    (:class:`checkpointing.CorruptCheckpointError` if it fails verification)."""
+    model, meta = checkpointing.restore(
+        manager, step, _saveable_model(trainer), what=repr(trainer.cfg.model),
+        check_meta=_same_model(trainer, pathlib.Path(str(manager.directory))))
     trainer.params = _from_saved(trainer.params, model["params"], trainer.replicated)
     trainer.state = _from_saved(trainer.state, model["state"], trainer.replicated)
     if with_optimizer:
         trainer.opt_state = _from_saved(trainer.opt_state, model["opt_state"],
                                         trainer.replicated)
     return meta
+
+
+def _resume(manager, trainer: Trainer) -> dict[str, Any] | None:
+    """Restore the newest checkpoint that verifies (its metadata; ``None``: none to resume),
+    setting aside, with a warning, every newer one that fails."""
+    aside = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            return _restore(manager, trainer, step)
+        except checkpointing.CorruptCheckpointError as err:
+            aside.append(str(checkpointing.set_aside(manager, err)))
+    if aside:
+        raise _fail(f"no checkpoint in {manager.directory} verifies (all moved aside: "
+                    f"{', '.join(aside)}); run again to start from scratch")
+    return None
+
+
+def _last_good(manager, trainer: Trainer, at_most: int) -> int | None:
+    """The newest checkpoint ``<= at_most`` that verifies (waits for pending saves)."""
+    manager.wait_until_finished()
+    target = _saveable_model(trainer)
+    return checkpointing.newest_good(
+        manager, lambda s: checkpointing.restore(manager, s, target), below=at_most)[0]
 
 
 # --------------------------------------------------------------------------- logging
@@ -878,7 +866,8 @@ def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True
     Failures: SIGTERM saves a checkpoint of the current step and returns
     ``{"steps": N, "stopped_early": True, "preempted": True}``; a non-finite loss or gradient
     raises :class:`NonFiniteError` (unless ``skip_nonfinite``) without saving anything after the
-    last good checkpoint; a checkpoint of another model raises ``ValueError``.
+    last good checkpoint; a checkpoint of another model raises ``ValueError``; one that fails
+    verification is set aside (``CorruptCheckpointWarning``) for the newest one that verifies.
     """
     from tqdm import tqdm
 
@@ -886,15 +875,14 @@ def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True
     workdir = pathlib.Path(workdir)
     cfg = _prepare_workdir(cfg, workdir)
     trainer = Trainer(cfg, workdir, devices)  # validates: nothing is written for a bad config
-    manager = _checkpoint_manager(workdir, cfg)
+    manager = checkpointing.manager(workdir, cfg.keep_checkpoints)
     iterator = trainer.train_iterator()
     start, train_seconds = 0, 0.0
     counters = {"skipped_batches": 0, "drift_checks": 0, "drift_warnings": 0,
                 "drift_max_rel": None}
     try:
-        latest = manager.latest_step()
-        if latest is not None:
-            meta = _restore(manager, trainer, latest)
+        meta = _resume(manager, trainer)
+        if meta is not None:
             start, train_seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
             counters.update({k: meta[k] for k in counters if k in meta})
             if meta.get("data_iterator") is not None:
@@ -918,7 +906,7 @@ def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True
     t_run = time.perf_counter()
     t_window, n_window = time.perf_counter(), 0
     step = last_saved = start
-    saved_any = latest is not None
+    saved_any = meta is not None
     preempted = False
     step_delay = float(os.environ.get("REVSNN_TEST_STEP_DELAY") or 0.0)  # test-only hook
 
@@ -929,15 +917,16 @@ def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True
             for s, m in host:
                 if not bool(m["finite"]):
                     logger.write(s, {"event": "nonfinite", "train_loss": _json_float(m["loss"])})
-                    where = (f"the last good checkpoint is step {last_saved} in "
-                             f"{workdir / 'checkpoints'} (rerunning resumes from it)"
-                             if saved_any else "no checkpoint had been written yet")
+                    good = _last_good(manager, trainer, last_saved) if saved_any else None
+                    where = (f"the last good checkpoint is step {good} in "
+                             f"{workdir / 'checkpoints'} (verified; rerunning resumes from it)"
+                             if good is not None else "no checkpoint that verifies was written")
                     raise NonFiniteError(
                         f"non-finite loss or gradients at step {s} (loss {float(m['loss'])}): "
                         f"training stopped and nothing after step {last_saved} was saved; "
                         f"{where}. Fix: lower learning_rate, set clip_grad_norm, check the "
                         f"data for NaN/Inf, or set skip_nonfinite: true to skip such batches",
-                        step=s, last_checkpoint=last_saved if saved_any else None)
+                        step=s, last_checkpoint=good)
         return host
 
     def save(at: int) -> None:
@@ -1054,12 +1043,21 @@ def restore(workdir: str | os.PathLike, overrides: dict[str, Any] | None = None,
     if overrides:
         cfg = cfg.replace(**overrides)
     trainer = Trainer(cfg, workdir)
-    manager = _checkpoint_manager(workdir, cfg, read_only=True)
+    manager = checkpointing.manager(workdir, None, read_only=True)
     try:
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}")
-        _restore(manager, trainer, step, with_optimizer=with_optimizer)
+        try:
+            _restore(manager, trainer, step, with_optimizer=with_optimizer)
+        except checkpointing.CorruptCheckpointError as err:
+            good = _last_good(manager, trainer, step - 1)
+            raise checkpointing.CorruptCheckpointError(
+                err.step, err.directory, err.what, err.reason, hint=(
+                    f"the newest checkpoint that verifies is step {good}: evaluate it with "
+                    f"`revsnn eval --step {good}`; `revsnn train` on this directory sets the bad "
+                    f"one aside and resumes" if good is not None else
+                    "no older checkpoint verifies either")) from err
     finally:
         manager.close()
     return trainer, step

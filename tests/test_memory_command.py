@@ -46,8 +46,12 @@ def test_memory_command_writes_rows_with_exact_fields(tmp_path, capsys):
     assert "MiB/image" in capsys.readouterr().out
 
 
-def test_memory_command_rejects_unknown_model_and_mode():
-    with pytest.raises(ValueError, match="unknown model"):
-        cli.main(["memory", "--models", "resnet9000"])
-    with pytest.raises(ValueError, match="unknown memory mode"):
-        cli.main(["memory", "--models", "msresnet18", "--memory-modes", "revesible"])
+def test_memory_command_rejects_unknown_model_and_mode(capsys):
+    """Usage errors, not tracebacks (exit 2; every command: tests/test_reliability_cli.py)."""
+    for argv, message in ((["--models", "resnet9000"], "unknown model 'resnet9000'"),
+                          (["--models", "msresnet18", "--memory-modes", "revesible"],
+                           "unknown memory mode 'revesible'")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["memory", *argv])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Reliability of `revsnn train`: killed runs resume to the uninterrupted result, SIGTERM saves
-and exits, NaN/Inf stop or skip, reconstruction drift warns, bad input fails fast, and the same
+and exits, corrupt checkpoints are set aside (training resumes from the last one that verifies,
+eval refuses them), NaN/Inf stop or skip, reconstruction drift warns, bad input fails fast, and the same
 seed gives the same run (README "Resuming and failures").
 
 The kill tests run `python -m revsnn_jax train` in subprocesses (a small spiking MLP on the
@@ -16,6 +17,7 @@ import json
 import os
 import pathlib
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +29,7 @@ import numpy as np
 import pytest
 from small_runs import small
 
-from revsnn_jax import cli, train
+from revsnn_jax import checkpointing, cli, train
 from revsnn_jax.config import load_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -353,6 +355,131 @@ def test_a_skipped_batch_leaves_parameters_state_and_optimizer_untouched(skippin
     assert any(not np.array_equal(a, b) for a, b in zip(params_before, changed, strict=True))
 
 
+# --------------------------------------------------------------------------- corruption
+def _flip_bytes(path: pathlib.Path, n: int = 16) -> None:
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + n] = bytes(b ^ 0xFF for b in data[mid:mid + n])
+    path.write_bytes(bytes(data))
+
+
+def _corrupt_an_array_file(workdir: pathlib.Path, step: int) -> None:
+    """Flip bytes in the largest OCDBT data file of the checkpoint's arrays (a bad sector)."""
+    files = [p for p in (workdir / "checkpoints" / str(step) / "model").rglob("*")
+             if p.is_file() and p.parent.name == "d"]
+    _flip_bytes(max(files, key=lambda p: p.stat().st_size))
+
+
+def _corrupt_the_metadata(workdir: pathlib.Path, step: int) -> None:
+    """Change one value of the checkpoint's JSON metadata: still valid JSON (a torn copy)."""
+    path = workdir / "checkpoints" / str(step) / "meta" / "metadata"
+    meta = json.loads(path.read_text())
+    meta["train_seconds"] += 1.0
+    path.write_text(json.dumps(meta))
+
+
+def _truncate_the_tree_metadata(workdir: pathlib.Path, step: int) -> None:
+    """Cut orbax's own metadata of the arrays (model/_METADATA) in half."""
+    path = workdir / "checkpoints" / str(step) / "model" / "_METADATA"
+    path.write_text(path.read_text()[: len(path.read_text()) // 2])
+
+
+def test_a_corrupt_checkpoint_is_set_aside_resumed_from_the_last_good_one_and_refused_by_eval(
+        tmp_path, capsys):
+    cfg = small(steps=12, checkpoint_every=4, keep_checkpoints=10, log_every=4)
+    reference = tmp_path / "reference"  # interrupted at the good step 8, then resumed
+    train.train(cfg, reference, progress=False, max_steps_this_run=8)
+    train.train(cfg, reference, progress=False)
+    workdir = tmp_path / "run"
+    train.train(cfg, workdir, progress=False)
+    capsys.readouterr()
+    aside = []
+    for corrupt, expected, renamed in (
+            (_corrupt_an_array_file, r"1 of 13 arrays do not match their SHA-256 checksums",
+             "12.corrupt-arrays"),
+            (_corrupt_the_metadata, r"its metadata \(meta/\) does not match its SHA-256 "
+                                    r"checksum", "12.corrupt-metadata"),
+            (_truncate_the_tree_metadata, r"its arrays cannot be read \(JSONDecodeError",
+             "12.corrupt-arrays-2")):
+        what = corrupt.__name__
+        corrupt(workdir, 12)
+        with pytest.warns(checkpointing.CorruptCheckpointWarning,
+                          match=rf"checkpoint 12 in .* fails verification: {expected}.*"
+                                rf"moved aside to .*{renamed}$"):
+            summary = train.train(cfg, workdir, progress=False)
+        assert f"resuming {workdir} from step 8" in capsys.readouterr().out, what
+        aside.append(renamed)
+        assert _checkpoints(workdir) == ([4, 8, 12], sorted(aside))  # the bad one kept, renamed
+        assert summary["steps"] == 12
+        ours, ref = _checkpoint_arrays(workdir, 12), _checkpoint_arrays(reference, 12)
+        assert jax.tree.structure(ours) == jax.tree.structure(ref)
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref), strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=what)
+        assert summary["test_loss"] == json.loads(
+            (reference / "summary.json").read_text())["test_loss"]
+
+    # eval refuses a corrupt checkpoint, names the newest good one, and evaluates it on request
+    _corrupt_an_array_file(workdir, 12)
+    assert cli.main(["eval", "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("revsnn eval: error: checkpoint 12 in ") and "fails verification" in err
+    assert "the newest checkpoint that verifies is step 8" in err and "--step 8" in err
+    assert _checkpoints(workdir) == ([4, 8, 12], sorted(aside))  # eval renames nothing
+    assert cli.main(["eval", "--workdir", str(workdir), "--step", "8"]) == 0
+    assert '"step": 8' in capsys.readouterr().out
+    assert cli.main(["eval", "--workdir", str(workdir), "--step", "5"]) == 2
+    assert "no checkpoint of step 5" in capsys.readouterr().err
+
+
+def test_a_checkpoint_without_a_record_is_used_with_a_warning_and_all_corrupt_is_an_error(
+        tmp_path):
+    workdir = tmp_path / "run"
+    train.train(small(steps=4, checkpoint_every=2, keep_checkpoints=10), workdir, progress=False)
+    # as written before integrity records: no integrity/ item, no integrity_format in meta
+    shutil.rmtree(workdir / "checkpoints" / "4" / "integrity")
+    meta_path = workdir / "checkpoints" / "4" / "meta" / "metadata"
+    meta = json.loads(meta_path.read_text())
+    del meta["integrity_format"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.warns(checkpointing.CorruptCheckpointWarning,
+                      match="checkpoint 4 .* without an integrity record .* used unverified"):
+        train.train(small(steps=6, checkpoint_every=2, keep_checkpoints=10), workdir,
+                    progress=False)
+    assert _checkpoints(workdir) == ([2, 4, 6], [])
+    # every checkpoint bad: an error (nothing is trained over them), all kept aside
+    workdir = tmp_path / "all_bad"
+    cfg = small(steps=4, checkpoint_every=2, keep_checkpoints=10)
+    train.train(cfg, workdir, progress=False)
+    for step in (2, 4):
+        _corrupt_an_array_file(workdir, step)
+    with pytest.warns(checkpointing.CorruptCheckpointWarning), pytest.raises(
+            ValueError, match=r"no checkpoint in .* verifies \(all moved aside: .*4\.corrupt-"
+                              r"arrays.*; run again to start from scratch"):
+        train.train(cfg, workdir, progress=False)
+    assert _checkpoints(workdir) == ([], ["2.corrupt-arrays", "4.corrupt-arrays"])
+
+
+def test_the_nonfinite_message_names_a_checkpoint_that_verifies(tmp_path, monkeypatch, capsys):
+    """Checkpoint 8 is damaged on disk after it was written; a NaN batch at step 10 then stops
+    the run: the message (and the error's last_checkpoint) name step 4, not 8."""
+    workdir = tmp_path / "run"
+    save = train._save
+
+    def save_then_corrupt(manager, trainer, step, *args, **kwargs):
+        save(manager, trainer, step, *args, **kwargs)
+        if step == 8:
+            manager.wait_until_finished()
+            _corrupt_an_array_file(workdir, 8)
+
+    monkeypatch.setattr(train, "_save", save_then_corrupt)
+    _InjectNonFinite(monkeypatch, at=9)  # the batch of step 10
+    with pytest.raises(train.NonFiniteError, match=r"at step 10 .*nothing after step 8 was "
+                       r"saved; the last good checkpoint is step 4 .*\(verified;") as err:
+        train.train(small(steps=12, checkpoint_every=4, keep_checkpoints=10, log_every=12),
+                    workdir, progress=False)
+    assert err.value.last_checkpoint == 4
+
+
 # --------------------------------------------------------------------------- drift
 DRIFT = dict(model_overrides={"widths": [4], "blocks": [2]}, batch_size=8, time_steps=2,
              eval_batch_size=120, steps=4, log_every=1, measure_memory=False, num_threads=2,
@@ -458,6 +585,12 @@ def test_bad_configs_and_mismatched_checkpoints_fail_fast(tmp_path, capsys):
     # the checkpoint is untouched and still loads with the right settings
     train.train(small(steps=3), workdir, progress=False)
     assert _checkpoints(workdir)[0][-1] == 3
+    # another optimizer state (no config.yaml to tell): a misfit, not corruption: nothing set aside
+    (workdir / "config.yaml").unlink()
+    with pytest.raises(ValueError, match=r"checkpoint 3 in .* does not fit 'spiking_mlp' .*"
+                                         r"opt_state"):
+        train.train(small(steps=4, optimizer="adamw"), workdir, progress=False)
+    assert _checkpoints(workdir) == ([2, 3], [])
 
 
 # --------------------------------------------------------------------------- determinism

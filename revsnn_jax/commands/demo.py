@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 
+from revsnn_jax.commands._args import positive_int
+
 HELP = "smoke demo: a LIF layer over the bundled digits, firing rates, gradients, memory"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--time-steps", type=int, default=8, help="T (default 8)")
-    parser.add_argument("--hidden", type=int, default=256, help="LIF neurons (default 256)")
-    parser.add_argument("--steps", type=int, default=50, help="SGD steps (default 50)")
+    parser.add_argument("--time-steps", type=positive_int, default=8, help="T (default 8)")
+    parser.add_argument("--hidden", type=positive_int, default=256,
+                        help="LIF neurons (default 256)")
+    parser.add_argument("--steps", type=positive_int, default=50, help="SGD steps (default 50)")
     parser.add_argument("--seed", type=int, default=0)
 
 

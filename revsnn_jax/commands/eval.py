@@ -6,18 +6,21 @@ import argparse
 import json
 import sys
 
+from revsnn_jax.commands._args import concise_warnings, non_negative_int, positive_int
+
 HELP = "evaluate the latest checkpoint in --workdir on the test split"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True, help="run directory written by revsnn train")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
+    parser.add_argument("--step", type=non_negative_int, default=None,
+                        help="checkpoint step (default latest)")
     parser.add_argument("--data-dir", default=None, help="data directory (default: the run's)")
-    parser.add_argument("--eval-batch-size", type=int, default=None)
+    parser.add_argument("--eval-batch-size", type=positive_int, default=None)
 
 
 def run(args: argparse.Namespace) -> int:
-    from revsnn_jax import train
+    from revsnn_jax import checkpointing, train
 
     overrides = {}
     if args.data_dir is not None:
@@ -25,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     if args.eval_batch_size is not None:
         overrides["eval_batch_size"] = args.eval_batch_size
     try:
-        with train._quiet_absl():
+        with train._quiet_absl(), concise_warnings("eval", (
+                checkpointing.CorruptCheckpointWarning,)):
             result = train.evaluate(args.workdir, overrides, step=args.step)
     except (ValueError, FileNotFoundError) as err:
         print(f"revsnn eval: error: {err}", file=sys.stderr)

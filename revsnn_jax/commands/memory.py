@@ -11,63 +11,78 @@ from __future__ import annotations
 import argparse
 import json
 
+from revsnn_jax.commands._args import UsageError, int_list, names_from, positive_int
+
 HELP = "training memory per image (slope B -> 2B of the compiled step's peak) per model and mode"
+MEMORY_MODES = ("reversible", "checkpoint", "none")
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v)
+def _model_names() -> list[str]:
+    from revsnn_jax.models import list_models
+
+    return [info.name for info in list_models()]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", required=True,
+    parser.add_argument("--models", required=True, type=names_from(_model_names, "model"),
                         help="comma-separated registered names, e.g. revsresnet37,msresnet34")
-    parser.add_argument("--batch", type=int, default=32, help="B; the slope uses B and 2B")
-    parser.add_argument("--time-steps", type=int, default=None, help="T (default: the model's)")
-    parser.add_argument("--image-size", type=int, default=None,
+    parser.add_argument("--batch", type=positive_int, default=32,
+                        help="B; the slope uses B and 2B")
+    parser.add_argument("--time-steps", type=positive_int, default=None,
+                        help="T (default: the model's)")
+    parser.add_argument("--image-size", type=positive_int, default=None,
                         help="square input size (default: the model's)")
-    parser.add_argument("--num-classes", type=int, default=None,
+    parser.add_argument("--num-classes", type=positive_int, default=None,
                         help="classes (default: the model's)")
-    parser.add_argument("--memory-modes", default=None,
-                        help="comma-separated subset of reversible,checkpoint,none (default: "
-                             "reversible,none for reversible models, none,checkpoint otherwise); "
-                             "modes a model does not offer are skipped")
-    parser.add_argument("--widths", type=_int_list, default=None,
+    parser.add_argument("--memory-modes", type=names_from(MEMORY_MODES, "memory mode"),
+                        default=(), help="comma-separated subset of reversible,checkpoint,none "
+                        "(default: reversible,none for reversible models, none,checkpoint "
+                        "otherwise); modes a model does not offer are skipped")
+    parser.add_argument("--widths", type=int_list, default=None,
                         help="override stage widths, e.g. 8,16 (reduced models)")
-    parser.add_argument("--blocks", type=_int_list, default=None,
+    parser.add_argument("--blocks", type=int_list, default=None,
                         help="override blocks per stage, e.g. 1,2")
     parser.add_argument("--time", action="store_true",
                         help="also run the step on random data and report the median step time")
-    parser.add_argument("--timed-steps", type=int, default=5, help="steps timed with --time")
+    parser.add_argument("--timed-steps", type=positive_int, default=5,
+                        help="steps timed with --time")
     parser.add_argument("--json", dest="json_path", default=None, metavar="PATH",
                         help="write the rows to this JSON file (rewritten after every row)")
     parser.add_argument("--plot", default=None, metavar="PATH",
                         help="PNG of memory per image against depth for both families")
 
 
+def _check_model_kwargs(names: tuple[str, ...], model_kwargs: dict) -> None:
+    """--widths/--blocks that a model's constructor rejects (an unknown keyword, or values it
+    refuses such as stage lists of different lengths): a usage error."""
+    from revsnn_jax.models import abstract_model
+
+    for name in names:
+        try:
+            abstract_model(name, **model_kwargs)
+        except (TypeError, ValueError) as err:
+            flags = "/".join(f"--{k}" for k in model_kwargs)
+            raise UsageError(f"argument {flags}: model {name} rejects "
+                             f"{model_kwargs}: {err}") from err
+
+
 def run(args: argparse.Namespace) -> int:
     from revsnn_jax import benchmark
     from revsnn_jax.models import get_info
 
-    names = [n for n in args.models.split(",") if n]
-    for name in names:
-        get_info(name)  # fail early on a typo
-    all_modes = ("reversible", "checkpoint", "none")
-    requested = [m for m in (args.memory_modes or "").split(",") if m]
-    unknown = [m for m in requested if m not in all_modes]
-    if unknown:
-        raise ValueError(f"unknown memory mode(s) {', '.join(unknown)}; choose from "
-                         f"{', '.join(all_modes)}")
+    names, requested = args.models, args.memory_modes
     model_kwargs = {}
     if args.widths:
         model_kwargs["widths"] = args.widths
     if args.blocks:
         model_kwargs["blocks"] = args.blocks
+    if model_kwargs:
+        _check_model_kwargs(names, model_kwargs)
 
     rows = []
     for name in names:
         info = get_info(name)
-        offered = ("reversible", "checkpoint", "none") if info.reversible else (
-            "checkpoint", "none")
+        offered = MEMORY_MODES if info.reversible else MEMORY_MODES[1:]
         modes = requested or benchmark.default_memory_modes(name)
         for mode in modes:
             if mode not in offered:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from revsnn_jax.commands._args import positive_int
+
 HELP = "list the registered models with parameter counts (counted from the model)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print a JSON list of {name, params, family, reversible}")
-    parser.add_argument("--num-classes", type=int, default=None,
+    parser.add_argument("--num-classes", type=positive_int, default=None,
                         help="count with this many classes (default: each model's own)")
 
 

@@ -20,6 +20,34 @@ import sys
 
 HELP = "train a model from a config (resumes from the latest checkpoint in --workdir)"
 
+# stricter than the config file on the command line: `steps: 0` there means "train for epochs";
+# a flag `--steps 0` (or negative) is a mistake
+_CLI_MINIMUM = {"steps": (1, "leave --steps out to train for --epochs")}
+
+
+def config_value(name: str):
+    """The ``type=`` of flag ``--NAME``: the value converted to the field's type and range
+    checked (:func:`revsnn_jax.config.parse_value`, :func:`revsnn_jax.config.check_field`); a bad
+    one is a usage error naming the flag."""
+    from revsnn_jax.config import check_field, parse_value
+
+    def parse(text: str):
+        try:
+            value = parse_value(name, text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err).replace(f"config field {name} ", "")
+                                             ) from None
+        low, meaning = _CLI_MINIMUM.get(name, (None, ""))
+        if low is not None and value < low:
+            problem = f"must be >= {low} ({meaning}), got {value}"
+        else:
+            problem = check_field(name, value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    return parse
+
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     from revsnn_jax.config import TrainConfig, field_names
@@ -29,13 +57,13 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig().to_dict()
     for name in field_names():
         group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg_{name}", metavar="V",
-                           default=argparse.SUPPRESS, help=f"(default {defaults[name]!r})")
+                           type=config_value(name), default=argparse.SUPPRESS,
+                           help=f"(default {defaults[name]!r})")
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
-    from revsnn_jax.config import parse_value
-
-    return {k[4:]: parse_value(k[4:], v) for k, v in vars(args).items() if k.startswith("cfg_")}
+    """The config fields given as flags (already converted by :func:`config_value`)."""
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,16 +77,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import pathlib
 
-    from revsnn_jax import train
+    from revsnn_jax import checkpointing, train
+    from revsnn_jax.commands._args import concise_warnings
     from revsnn_jax.config import load_config
 
+    _WARNINGS = (checkpointing.CorruptCheckpointWarning, train.ReconstructionDriftWarning)
     try:
         overrides = config_overrides(args)
         if args.config is None and (pathlib.Path(args.workdir) / "config.yaml").exists():
             cfg = train.load_workdir_config(args.workdir).replace(**overrides)
         else:
             cfg = load_config(args.config or "default", overrides)
-        with train._quiet_absl():
+        with train._quiet_absl(), concise_warnings("train", _WARNINGS):
             summary = train.train(cfg, args.workdir, progress=not args.no_progress)
     except train.NonFiniteError as err:
         print(f"revsnn train: error: {err}", file=sys.stderr)
