@@ -37,6 +37,18 @@ the recompute equal those of the forward. Spiking sub-networks that scan over ti
 directly: their membrane potentials start from zero and are recomputed forward in time on the
 reconstructed input (RevSNN's "reversible along the temporal dimension").
 
+**Ties.** The backward's recomputes are tied to the cotangents they serve
+(:mod:`revsnn_jax.ties`): ``y1`` to the stage's incoming cotangent before the first ``G``
+recompute, and ``F``'s input ``x2`` to ``dx1`` (G's pullback) before ``F`` is recomputed. A
+tie is ``x + 0 * g[0, ..., 0]``, a real data dependence that costs one multiply: without it
+XLA may merge a recompute with the forward (a one-block stage has no loop left to prevent it)
+or schedule it early, keeping a function's intermediates alive from the forward to the
+backward; ``jax.lax.optimization_barrier`` does not prevent that on XLA:CPU.
+
+**Halves.** ``x`` may be given as its two channel halves ``(x1, x2)``; ``y`` then comes back as
+halves. Models that chain stages (RevSResNet) pass halves between them, so no concatenated copy
+of the stream exists beside the halves the backward keeps.
+
 Floating point: ``(a + b) - b`` is not exactly ``a``; the reconstruction error is about one ulp
 per block, and a reconstructed pre-activation sitting exactly at a spiking threshold can, rarely,
 flip a spike. Gradients match plain autodiff to rounding in float64 and to a small tolerance in
@@ -45,7 +57,8 @@ float32.
 Three memory modes with identical math, chosen by ``memory_mode``:
 
 * ``"reversible"`` -- reconstruct (this module's custom VJP);
-* ``"checkpoint"`` -- ``jax.checkpoint`` per block: store block inputs, recompute inside;
+* ``"checkpoint"`` -- per-block rematerialisation (:func:`revsnn_jax.remat.checkpoint`): store
+  block inputs, recompute inside, tied to the cotangent like the reversible backward;
 * ``"none"`` -- plain autodiff, everything stored.
 
 :class:`ReversibleSequence` is the Flax NNX adapter: it builds stacked F/G sub-modules from

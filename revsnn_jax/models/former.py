@@ -33,10 +33,10 @@ computes ``k^T v`` first. q, k and v are binary, so every product is a small int
 (< 2^24): both orders give bit-identical results in float32 and float64.
 
 **Lean backward passes** (same values and gradients, tested): :func:`lean_max_pool` replaces
-XLA's ``select_and_scatter`` max-pool gradient, which XLA:CPU expands into int32 index arrays of
-the input's size, and :func:`lean_lif` keeps only the pre-spike potential ``H`` of each LIF
-layer. At CIFAR shape they cut RevSFormer-4-384's training memory per image from 77.5 to
-57.7 MiB (Spikingformer-4-384: 145.2 to 116.1; README, "RevSFormer and Spikingformer").
+XLA's ``select_and_scatter`` max-pool gradient (which XLA:CPU expands into int32 index arrays
+of the input's size) and keeps its 0/1 input as bits; :func:`lean_lif` keeps only its input;
+every pointwise layer and tokenizer convolution keeps its spike input as bits
+(:mod:`revsnn_jax.bitpack`).
 
 Neurons: SpikingJelly ``MultiStepLIFNode(tau, detach_reset=True)``, hard reset to 0, Sigmoid(4)
 surrogate; ``tau = 2.0`` on CIFAR and ``1.5`` on DVS; the attention neuron fires at 0.5.

@@ -19,7 +19,11 @@ pass; ``"checkpoint"`` and ``"none"`` run the same math with rematerialisation o
 **MS-ResNet** (``cifar10/ms_resnet.py``): membrane-shortcut basic blocks
 ``out = BN(conv(neuron(BN(conv(neuron(x)))))) + shortcut(x)``, shortcut
 ``neuron -> conv1x1(stride) -> BN`` where the shape changes. ``memory_mode="checkpoint"``
-rematerialises each block (:func:`flax.nnx.remat`).
+rematerialises each block (:func:`revsnn_jax.remat.checkpoint_module`).
+
+Storage (both families): every convolution that reads spikes keeps them as bits for its
+weight gradient (``Conv2d(spike_input=True)``), every BatchNorm keeps only its input, and
+RevSResNet passes its stream between stages as two channel halves.
 
 Neurons: IF with ATan(2) surrogate, hard reset to 0, ``detach_reset=True`` for CIFAR; LIF with
 ``tau = 1.5`` and Sigmoid(4) for DVS. Parameter counts equal the reference exactly (tested).
@@ -294,8 +298,8 @@ def _branch_factory(planes: int, neuron: NeuronConfig,
 class MSResNet(nnx.Module):
     """MS-ResNet: stem, stages of :class:`MSBasicBlock` (first block of stage ``i > 0`` has
     stride 2), head. ``widths`` are the stage widths; the stem outputs ``widths[0]`` channels.
-    ``memory_mode="checkpoint"`` rematerialises every block in the backward pass (on XLA:CPU
-    this did not lower the compiled peak; README, "RevSResNet and MS-ResNet")."""
+    ``memory_mode="checkpoint"`` rematerialises every block in the backward pass
+    (:mod:`revsnn_jax.remat`: only block inputs are kept)."""
 
     def __init__(self, *, blocks: Sequence[int], widths: Sequence[int], num_classes: int,
                  time_steps: int, neuron: NeuronConfig, in_channels: int = 3,
