@@ -517,18 +517,17 @@ def test_check_reversible_fails_when_branch_outputs_swamp_the_stream():
     assert check_reversible(_tanh_branch, _tanh_branch, p64, None, x64, rtol=1e-6).passed
 
 
-# --------------------------------------------------------------------------- README
-def test_readme_engine_examples_run():
-    """The python blocks of README's "The reversible engine" section run, in order."""
+# --------------------------------------------------------------------------- docs
+def test_engine_page_examples_run():
+    """The python blocks of docs/engine.md run, in order."""
     import pathlib
     import re
 
-    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text.split("## The reversible engine", 1)[1].split("\n## ", 1)[0]
+    section = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "engine.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert len(blocks) >= 3
     namespace: dict = {}
-    exec(compile("\n".join(blocks), "README.md", "exec"), namespace)
+    exec(compile("\n".join(blocks), "docs/engine.md", "exec"), namespace)
     assert np.isfinite(float(namespace["loss"]))
     assert namespace["y"].shape == namespace["x"].shape
     assert namespace["report"].passed
