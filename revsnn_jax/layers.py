@@ -17,7 +17,8 @@ Defaults follow the PyTorch reference (mi804/RevSNN, SpikingJelly ``SeqToANNCont
   ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weight and bias.
 * :func:`avg_pool` / :func:`max_pool` -- PyTorch ``AvgPool2d`` (``count_include_pad=True``) and
   ``MaxPool2d`` (padding never wins the max).
-* :class:`SpikingNeuron` -- a multi-step neuron over ``[T, ...]`` from ``V = 0`` (no parameters).
+* :class:`SpikingNeuron` -- a multi-step neuron over ``[T, ...]`` from SpikingJelly's initial
+  potential (``v_reset``, or 0 for a soft reset; no parameters).
 """
 
 from __future__ import annotations
@@ -158,7 +159,8 @@ class Linear(nnx.Module):
 
 
 class SpikingNeuron(nnx.Module):
-    """A multi-step spiking neuron layer: spikes of ``x`` (``[T, ...]``) from ``V = 0``.
+    """A multi-step spiking neuron layer: spikes of ``x`` (``[T, ...]``) from ``V = v_reset``
+    (0 for a soft reset), SpikingJelly's initial potential.
 
     Wraps :func:`revsnn_jax.neurons.neuron_multistep`; no parameters, no hidden state. Records
     its firing rate (mean spike count per neuron and step) as ``nnx.Intermediate``

@@ -34,7 +34,7 @@ the updated state once; the recompute in the backward sees the same incoming sta
 identical batch statistics, and its state update is discarded (running statistics are never
 updated twice, unlike the PyTorch reference). ``key`` is replayed exactly, so dropout masks in
 the recompute equal those of the forward. Spiking sub-networks that scan over time plug in
-directly: their membrane potentials start from zero and are recomputed forward in time on the
+directly: their membrane potentials start from their initial value and are recomputed forward in time on the
 reconstructed input (RevSNN's "reversible along the temporal dimension").
 
 Floating point: ``(a + b) - b`` is not exactly ``a``; the reconstruction error is about one ulp
