@@ -67,7 +67,7 @@ from flax import nnx
 from revsnn_jax.nnx_utils import (
     MODEL_STATE,
     call_capturing,
-    mean_of_sown,
+    firing_rates,
     merge_fresh,
     sow_intermediate,
 )
@@ -531,10 +531,12 @@ def _as_block_fn(module: nnx.Module) -> tuple[BlockFn, PyTree, PyTree]:
         del key  # NNX modules keep their RNG streams in ``s``, which is replayed exactly
         block = merge_fresh(graph, p, s)
         out, sown = call_capturing(block.__call__, x)
-        # Firing rates sown inside the block leave the stage beside the new state (sown
-        # values cannot cross the custom_vjp otherwise).
-        rate = mean_of_sown(sown, "firing_rate")
-        return out, (nnx.state(block, MODEL_STATE), rate)
+        # Firing rates sown inside the block (one per spiking layer) leave the stage beside
+        # the new state (sown values cannot cross the custom_vjp otherwise).
+        rates = firing_rates(sown, "firing_rate")
+        if rates is not None:
+            rates = jax.lax.stop_gradient(rates)
+        return out, (nnx.state(block, MODEL_STATE), rates)
 
     return fn, params, state
 
@@ -585,7 +587,7 @@ class ReversibleSequence(nnx.Module):
         nnx.update(self.f, f_new)
         nnx.update(self.g, g_new)
         rates = [r for r in (f_rate, g_rate) if r is not None]
-        if rates:  # per-block means of the neurons inside F and G
-            sow_intermediate(self, "firing_rate",
-                             jax.lax.stop_gradient(jnp.mean(jnp.stack(rates))))
+        if rates:  # [num_blocks, layers] each: every spiking layer of every block's F and G
+            sow_intermediate(self, "firing_rate", jax.lax.stop_gradient(
+                jnp.concatenate([jnp.reshape(r, (self.num_blocks, -1)) for r in rates], 1)))
         return y
