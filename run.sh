@@ -2,7 +2,8 @@
 # The quick start: `bash run.sh main` (the main job) and `bash run.sh test` (the test suite).
 # Each creates the virtual environment .venv on first use (or $REVSNN_VENV) and installs the
 # package with its test extras from pyproject.toml; later calls reuse it until pyproject.toml
-# changes. Extra arguments are passed on (`bash run.sh test -k neurons`).
+# changes. Extra arguments are passed on (`bash run.sh test -k neurons`). REVSNN_EXTRAS picks
+# the extras installed (default `test`; CI uses `test,parity` to add torch and SpikingJelly).
 set -euo pipefail
 cd "$(dirname "$0")"
 venv=${REVSNN_VENV:-.venv}
@@ -11,11 +12,12 @@ if [ ! -x "$venv/bin/python" ]; then
   echo "[run.sh] creating virtual environment $venv with $($python --version)"
   "$python" -m venv "$venv"
 fi
-stamp="$venv/.revsnn-installed-$(cksum < pyproject.toml | cut -d' ' -f1)"
+extras=${REVSNN_EXTRAS:-test}
+stamp="$venv/.revsnn-installed-$( (cat pyproject.toml; echo "$extras") | cksum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ]; then
-  echo "[run.sh] installing revsnn-jax and its dependencies (pip install -e '.[test]')"
+  echo "[run.sh] installing revsnn-jax and its dependencies (pip install -e '.[$extras]')"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet -e ".[test]"
+  "$venv/bin/python" -m pip install --quiet -e ".[$extras]"
   rm -f "$venv"/.revsnn-installed-*
   touch "$stamp"
 fi

@@ -17,7 +17,8 @@ Defaults follow the PyTorch reference (mi804/RevSNN, SpikingJelly ``SeqToANNCont
   ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weight and bias.
 * :func:`avg_pool` / :func:`max_pool` -- PyTorch ``AvgPool2d`` (``count_include_pad=True``) and
   ``MaxPool2d`` (padding never wins the max).
-* :class:`SpikingNeuron` -- a multi-step neuron over ``[T, ...]`` from ``V = 0`` (no parameters).
+* :class:`SpikingNeuron` -- a multi-step neuron over ``[T, ...]`` from SpikingJelly's initial
+  potential (``v_reset``, or 0 for a soft reset; no parameters).
 """
 
 from __future__ import annotations
@@ -219,20 +220,28 @@ class Linear(nnx.Module):
 
 
 class SpikingNeuron(nnx.Module):
-    """A multi-step spiking neuron layer: spikes of ``x`` (``[T, ...]``) from ``V = 0``.
+    """A multi-step spiking neuron layer: spikes of ``x`` (``[T, ...]``) from ``V = v_reset``
+    (0 for a soft reset), SpikingJelly's initial potential.
 
     Wraps :func:`revsnn_jax.neurons.neuron_multistep`; no parameters, no hidden state. Records
     its firing rate (mean spike count per neuron and step) as ``nnx.Intermediate``
     ``firing_rate`` for :func:`revsnn_jax.nnx_utils.call_capturing` to collect.
+
+    ``x`` may also be a tuple of arrays (e.g. the two channel halves of a reversible stream):
+    each gets the neuron, the spikes come back as a tuple, and the layer records one rate over
+    all of them.
     """
 
     def __init__(self, config: neurons.NeuronConfig) -> None:
         self.config = config
 
-    def __call__(self, x: Array) -> Array:
-        spikes = neurons.neuron_multistep(x, self.config)
-        sow_intermediate(self, "firing_rate", jax.lax.stop_gradient(spikes).mean())
-        return spikes
+    def __call__(self, x: Array | tuple[Array, ...]) -> Array | tuple[Array, ...]:
+        parts = x if isinstance(x, tuple) else (x,)
+        spikes = tuple(neurons.neuron_multistep(part, self.config) for part in parts)
+        total = sum(jax.lax.stop_gradient(s).sum() for s in spikes)
+        rate = total / sum(s.size for s in spikes)
+        sow_intermediate(self, "firing_rate", rate)
+        return spikes if isinstance(x, tuple) else spikes[0]
 
 
 def _pool(x: Array, init: np.ndarray, op: Callable[[Array, Array], Array], window: int, stride: int, padding: int) -> Array:
@@ -273,9 +282,9 @@ def run_blocks(blocks: Iterable[nnx.Module], x: Array, memory_mode: str) -> Arra
     backward keeps each block's input and recomputes its inside (:mod:`revsnn_jax.remat`)."""
     for block in blocks:
         if memory_mode == "checkpoint":
-            x, rate = remat.checkpoint_module(block, x)
-            if rate is not None:
-                sow_intermediate(block, "firing_rate", jax.lax.stop_gradient(rate))
+            x, rates = remat.checkpoint_module(block, x)
+            if rates is not None:  # one per spiking layer of the block
+                sow_intermediate(block, "firing_rate", rates)
         else:
             x = block(x)
     return x

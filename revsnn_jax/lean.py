@@ -346,8 +346,9 @@ def lean_pre_multistep(
             f"{probe.dtype}{tuple(probe.shape)} for k = 1"
         )
     step_shape = probe.shape[1:]
-    if v_init is None:
-        v0 = jnp.zeros(step_shape, probe.dtype)
+    if v_init is None:  # SpikingJelly's start: v_reset (hard reset) or 0 (soft reset)
+        v0 = jnp.full(step_shape, 0.0 if config.v_reset is None else config.v_reset,
+                      probe.dtype)
     else:
         v_init = jnp.asarray(v_init)
         if v_init.shape not in ((), step_shape):

@@ -3,7 +3,8 @@
 Each module holds its configuration (and PLIF its learnable ``w``); ``__call__`` runs the
 multi-step neuron over a time-major input ``x`` shaped ``[T, ...]`` with ``jax.lax.scan``. The
 membrane state is explicit, as in the functions: there is no hidden state and nothing to reset.
-``v_init`` (zeros by default, shaped like one step ``x.shape[1:]`` or a scalar) goes in, and with
+``v_init`` (shaped like one step ``x.shape[1:]`` or a scalar; by default SpikingJelly's start,
+``v_reset`` for a hard reset and 0 for a soft one) goes in, and with
 ``return_state=True`` the final potential comes out; ``return_trace=True`` adds the potential
 after every step's reset.
 

@@ -2,8 +2,9 @@
 
 Inputs are time-major, ``x`` shaped ``[T, ...]`` (for a conv layer ``[T, B, H, W, C]``); the
 membrane potential ``V`` has the shape of one step, ``x.shape[1:]``. Neuron state is explicit:
-a multi-step call takes the initial potential ``v_init`` (zeros by default) and returns the final
-one, so nothing is hidden and nothing needs resetting. Names and defaults follow SpikingJelly
+a multi-step call takes the initial potential ``v_init`` and returns the final one, so nothing is
+hidden and nothing needs resetting. By default (``v_init=None``) the membrane starts where
+SpikingJelly's does: at ``v_reset`` for a hard reset, at 0 for a soft reset (``v_reset=None``). Names and defaults follow SpikingJelly
 (``tau=2.0``, ``v_threshold=1.0``, ``v_reset=0.0``, ``decay_input=True``, sigmoid surrogate with
 alpha 4) so its users find what they know.
 
@@ -163,8 +164,14 @@ def _constant(value: ArrayLike, name: str, dtype: Any, step_shape: tuple[int, ..
     return value.astype(dtype)
 
 
-def _check_sequence(x: ArrayLike, v_init: ArrayLike | None) -> tuple[Array, Array]:
-    """Validate a time-major input and build the initial membrane potential."""
+def _check_sequence(x: ArrayLike, v_init: ArrayLike | None,
+                    v_reset: ArrayLike | None = None) -> tuple[Array, Array]:
+    """Validate a time-major input and build the initial membrane potential.
+
+    Without ``v_init`` the potential starts at ``v_reset`` (hard reset) or 0 (``v_reset=None``,
+    soft reset), as SpikingJelly's neurons do (their ``v`` is initialised to ``v_reset``, or 0
+    when ``v_reset`` is None).
+    """
     x = _check_floating(x)
     if x.ndim < 1:
         raise ValueError(
@@ -175,7 +182,10 @@ def _check_sequence(x: ArrayLike, v_init: ArrayLike | None) -> tuple[Array, Arra
         raise ValueError(f"x has an empty time axis (shape {x.shape}); need T >= 1 at axis 0")
     step_shape = x.shape[1:]
     if v_init is None:
-        return x, jnp.zeros(step_shape, x.dtype)
+        if v_reset is None:
+            return x, jnp.zeros(step_shape, x.dtype)
+        v_reset = _constant(v_reset, "v_reset", x.dtype, step_shape)
+        return x, jnp.broadcast_to(v_reset, step_shape)
     v_init = _check_floating(v_init, "v_init")
     if v_init.shape not in ((), step_shape):
         hint = ""
@@ -357,9 +367,10 @@ def if_multistep(
 
     Returns ``(spikes, final_v)``, or ``(spikes, final_v, v_trace)`` with ``return_trace=True``;
     ``v_trace[t]`` is the potential after step ``t``'s reset (SpikingJelly's ``v_seq``).
+    ``v_init`` defaults to ``v_reset`` (hard reset) or 0 (soft reset), SpikingJelly's start.
     ``unroll``: see :func:`scan_unroll` (default: unroll ``T <= 16`` completely).
     """
-    x, v0 = _check_sequence(x, v_init)
+    x, v0 = _check_sequence(x, v_init, v_reset)
     v_threshold, v_reset = _reset_constants(x, v0.shape, v_threshold, v_reset)
     spike_fn = surrogate_lib.get(surrogate)
     return _scan_neuron(lambda x_t, v: v + x_t, x, v0, v_threshold, v_reset, detach_reset,
@@ -383,7 +394,7 @@ def lif_multistep(
 
     Returns ``(spikes, final_v)``, or ``(spikes, final_v, v_trace)`` with ``return_trace=True``.
     """
-    x, v0 = _check_sequence(x, v_init)
+    x, v0 = _check_sequence(x, v_init, v_reset)
     inv_tau = _inv_tau(x, v0.shape, tau)
     v_threshold, v_reset = _reset_constants(x, v0.shape, v_threshold, v_reset)
     spike_fn = surrogate_lib.get(surrogate)
@@ -409,7 +420,7 @@ def plif_multistep(
     ``w`` is a scalar (SpikingJelly's ``ParametricLIFNode``) or broadcasts against one step;
     :func:`plif_w_from_tau` converts an initial ``tau``. Returns as :func:`lif_multistep`.
     """
-    x, v0 = _check_sequence(x, v_init)
+    x, v0 = _check_sequence(x, v_init, v_reset)
     inv_tau = _plif_inv_tau(x, v0.shape, w)
     v_threshold, v_reset = _reset_constants(x, v0.shape, v_threshold, v_reset)
     spike_fn = surrogate_lib.get(surrogate)
@@ -418,7 +429,8 @@ def plif_multistep(
 
 
 def neuron_multistep(x: ArrayLike, config: NeuronConfig) -> Array:
-    """Spikes of the neuron described by ``config`` over ``x`` (``[T, ...]``), from ``V = 0``.
+    """Spikes of the neuron described by ``config`` over ``x`` (``[T, ...]``), from SpikingJelly's
+    initial potential (``V = v_reset`` for a hard reset, 0 for a soft one).
 
     The building block for layers: returns only the spike train. ``"quant"`` is stateless and
     applies :func:`quantize_spike` elementwise.

@@ -7,7 +7,8 @@ from typing import Any
 
 from flax import nnx
 
-__all__ = ["MODEL_STATE", "call_capturing", "mean_of_sown", "merge_fresh", "sow_intermediate"]
+__all__ = ["MODEL_STATE", "call_capturing", "firing_rates", "mean_of_sown", "merge_fresh",
+           "sow_intermediate"]
 
 # flax >= 0.11 keeps Variables inside State and needs nnx.merge(..., copy=True) to build fresh
 # ones (mutating a Variable created outside a jax transform raises TraceContextError); flax 0.10
@@ -51,11 +52,27 @@ def sow_intermediate(module: Any, name: str, value: Any) -> None:
     module.sow(nnx.Intermediate, name, value)
 
 
-def mean_of_sown(sown: Any, name: str = "firing_rate") -> Any:
-    """The mean over every value sown under ``name`` (each value's mean), or ``None``."""
+def firing_rates(sown: Any, name: str = "firing_rate") -> Any:
+    """Every value sown under ``name``, flattened and concatenated into one 1-D array, or ``None``.
+
+    Convention for ``firing_rate``: a sown value holds one rate per spiking layer -- a scalar
+    for one layer (:class:`revsnn_jax.layers.SpikingNeuron`), an array for several (a
+    reversible stage sows its blocks' layers, a T-RevSNN model its columns' layers, as values
+    computed inside ``custom_vjp`` / ``scan`` leave them as outputs). So the result has one
+    entry per spiking layer, in a fixed order.
+    """
     import jax.numpy as jnp
     from jax import tree_util
 
-    values = [jnp.mean(leaf) for path, leaf in tree_util.tree_leaves_with_path(sown)
+    values = [jnp.ravel(leaf) for path, leaf in tree_util.tree_leaves_with_path(sown)
               if any(getattr(k, "key", getattr(k, "name", None)) == name for k in path)]
-    return jnp.mean(jnp.stack(values)) if values else None
+    return jnp.concatenate(values) if values else None
+
+
+def mean_of_sown(sown: Any, name: str = "firing_rate") -> Any:
+    """The mean over every entry sown under ``name`` (:func:`firing_rates`: for firing rates,
+    the mean over spiking layers), or ``None``."""
+    import jax.numpy as jnp
+
+    values = firing_rates(sown, name)
+    return None if values is None else jnp.mean(values)

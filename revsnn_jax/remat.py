@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from revsnn_jax.nnx_utils import MODEL_STATE, call_capturing, mean_of_sown, merge_fresh
+from revsnn_jax.nnx_utils import MODEL_STATE, call_capturing, firing_rates, merge_fresh
 from revsnn_jax.ties import tie
 
 __all__ = ["checkpoint", "checkpoint_module", "module_block_fn", "zero_cotangent"]
@@ -74,10 +74,11 @@ def checkpoint(fn: BlockFn) -> BlockFn:
 def module_block_fn(module: nnx.Module) -> tuple[BlockFn, PyTree, PyTree]:
     """A module as a pure block function plus its parameters and its other state.
 
-    The function returns ``(out, (new_state, firing_rate))``: the module's state after the call
-    and the mean of the firing rates its neurons recorded (``None`` if none), which cannot
-    leave a ``custom_vjp`` or a ``scan`` otherwise. ``key`` is ignored (NNX modules carry their
-    RNG streams in the state, which is replayed exactly).
+    The function returns ``(out, (new_state, firing_rates))``: the module's state after the
+    call and the firing rates its spiking layers recorded, one per layer
+    (:func:`revsnn_jax.nnx_utils.firing_rates`; ``None`` if none), which cannot leave a
+    ``custom_vjp`` or a ``scan`` otherwise. ``key`` is ignored (NNX modules carry their RNG
+    streams in the state, which is replayed exactly).
     """
     graph, params, state = nnx.split(module, nnx.Param, ...)
 
@@ -85,7 +86,10 @@ def module_block_fn(module: nnx.Module) -> tuple[BlockFn, PyTree, PyTree]:
         del key
         block = merge_fresh(graph, p, s)
         out, sown = call_capturing(block.__call__, x)
-        return out, (nnx.state(block, MODEL_STATE), mean_of_sown(sown, "firing_rate"))
+        rates = firing_rates(sown, "firing_rate")
+        if rates is not None:
+            rates = jax.lax.stop_gradient(rates)
+        return out, (nnx.state(block, MODEL_STATE), rates)
 
     return fn, params, state
 
@@ -93,8 +97,9 @@ def module_block_fn(module: nnx.Module) -> tuple[BlockFn, PyTree, PyTree]:
 def checkpoint_module(module: nnx.Module, x: PyTree) -> tuple[PyTree, jax.Array | None]:
     """``module(x)`` under :func:`checkpoint`; updates the module's state as a plain call would.
 
-    Returns the output and the firing rate the module's neurons recorded (or ``None``), for the
-    caller to record (a value sown inside cannot cross the ``custom_vjp``).
+    Returns the output and the firing rates the module's spiking layers recorded, one per layer
+    (or ``None``), for the caller to record (a value sown inside cannot cross the
+    ``custom_vjp``).
     """
     fn, params, state = module_block_fn(module)
     out, (new_state, rate) = checkpoint(fn)(params, state, x, None)

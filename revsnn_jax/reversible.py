@@ -34,7 +34,7 @@ the updated state once; the recompute in the backward sees the same incoming sta
 identical batch statistics, and its state update is discarded (running statistics are never
 updated twice, unlike the PyTorch reference). ``key`` is replayed exactly, so dropout masks in
 the recompute equal those of the forward. Spiking sub-networks that scan over time plug in
-directly: their membrane potentials start from zero and are recomputed forward in time on the
+directly: their membrane potentials start from their initial value and are recomputed forward in time on the
 reconstructed input (RevSNN's "reversible along the temporal dimension").
 
 **Ties.** The backward's recomputes are tied to the cotangents they serve
@@ -600,7 +600,7 @@ class ReversibleSequence(nnx.Module):
         nnx.update(self.f, f_new)
         nnx.update(self.g, g_new)
         rates = [r for r in (f_rate, g_rate) if r is not None]
-        if rates:  # per-block means of the neurons inside F and G
-            sow_intermediate(self, "firing_rate",
-                             jax.lax.stop_gradient(jnp.mean(jnp.stack(rates))))
+        if rates:  # [num_blocks, layers] each: every spiking layer of every block's F and G
+            sow_intermediate(self, "firing_rate", jax.lax.stop_gradient(
+                jnp.concatenate([jnp.reshape(r, (self.num_blocks, -1)) for r in rates], 1)))
         return y

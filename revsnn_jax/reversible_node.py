@@ -72,6 +72,7 @@ from flax import nnx
 
 from revsnn_jax import surrogate as surrogate_lib
 from revsnn_jax.neurons import scan_unroll
+from revsnn_jax.nnx_utils import sow_intermediate
 
 __all__ = [
     "BACKWARDS",
@@ -228,6 +229,13 @@ def revnode_reference(x: Array, cfg: RevNodeConfig = RevNodeConfig(),
     module docstring through the surrogate (straight-through for the rounding). With
     ``return_potentials`` also returns ``(V1, V2)`` for every step, ``[T, ..., C/2]`` each.
     """
+    y, potentials, _ = _reference(x, cfg)
+    return (y, potentials) if return_potentials else y
+
+
+def _reference(x: Array, cfg: RevNodeConfig):
+    """:func:`revnode_reference`'s ``(y, (V1, V2), firing rate)``; the rate (the mean of both
+    groups' spikes over every neuron and step) carries no gradient."""
     x = _check_input(x)
     n, d = cfg.leak
     q = float(2 ** cfg.frac_bits)
@@ -251,12 +259,13 @@ def revnode_reference(x: Array, cfg: RevNodeConfig = RevNodeConfig(),
         y1 = xt1 + cfg.coupling * s1
         s2, v2 = neuron(v2, y1)
         y2 = xt2 + cfg.coupling * s2
-        return (v1, v2), (jnp.concatenate([y1, y2], -1), v1, v2)
+        rate = jax.lax.stop_gradient((s1.mean() + s2.mean()) / 2)
+        return (v1, v2), (jnp.concatenate([y1, y2], -1), v1, v2, rate)
 
     zeros = jnp.zeros(x1.shape[1:], x.dtype)
-    _, (y, v1s, v2s) = jax.lax.scan(step, (zeros, zeros), (x1, x2),
-                                    unroll=scan_unroll(x.shape[0], cfg.unroll))
-    return (y, (v1s, v2s)) if return_potentials else y
+    _, (y, v1s, v2s, rates) = jax.lax.scan(step, (zeros, zeros), (x1, x2),
+                                           unroll=scan_unroll(x.shape[0], cfg.unroll))
+    return y, (v1s, v2s), rates.mean()
 
 
 # --------------------------------------------------------------------------- custom VJP
@@ -270,12 +279,13 @@ def _forward(cfg: RevNodeConfig, x: Array):
         mx1, mx2 = _split(_to_int(xt, q))  # split per step: no [T, ...] half copies
         m1, m2, my1, my2, (_, _, s1, s2, r1, r2) = _int_step(cfg, m1, m2, mx1, mx2)
         y = jnp.concatenate([my1, my2], -1).astype(x.dtype) / q
-        return (m1, m2), (y, _pack(s1, r1, d), _pack(s2, r2, d))
+        rate = (s1.mean(dtype=x.dtype) + s2.mean(dtype=x.dtype)) / 2  # a scalar per step
+        return (m1, m2), (y, _pack(s1, r1, d), _pack(s2, r2, d), rate)
 
     zeros = jnp.zeros((*x.shape[1:-1], channels), jnp.int32)
-    (m1, m2), (y, bits1, bits2) = jax.lax.scan(step, (zeros, zeros), x,
-                                                unroll=scan_unroll(x.shape[0], cfg.unroll))
-    return y, (m1, m2, bits1, bits2, channels)
+    (m1, m2), (y, bits1, bits2, rates) = jax.lax.scan(
+        step, (zeros, zeros), x, unroll=scan_unroll(x.shape[0], cfg.unroll))
+    return y, (m1, m2, bits1, bits2, channels), rates.mean()
 
 
 def _local_grads(cfg: RevNodeConfig, dtype, h1, h2, gy1, gy2, gv1, gv2):
@@ -320,14 +330,17 @@ def _make_node(cfg: RevNodeConfig, backward: str):
 
     @jax.custom_vjp
     def node(x):
-        return _forward(cfg, x)[0]
+        y, _, rate = _forward(cfg, x)
+        return y, rate
 
     def node_fwd(x):
-        y, residuals = _forward(cfg, x)
+        y, residuals, rate = _forward(cfg, x)
         # Residuals: the output, the final potentials (int32) and 1 + d bit planes per group.
-        return y, (y, *residuals[:4])
+        # The firing rate (a scalar) leaves as a second output; it has no gradient.
+        return (y, rate), (y, *residuals[:4])
 
-    def node_bwd(residuals, gy):
+    def node_bwd(residuals, cotangents):
+        gy, _ = cotangents
         y, m1, m2, bits1, bits2 = residuals
         dtype = y.dtype
         channels = y.shape[-1] // 2
@@ -369,12 +382,15 @@ def _check_range(x: Array, cfg: RevNodeConfig) -> None:
 
 
 def reversible_node(x: Array, cfg: RevNodeConfig = RevNodeConfig(), *,
-                    memory_mode: str = "reversible", backward: str = "streamlined") -> Array:
+                    memory_mode: str = "reversible", backward: str = "streamlined",
+                    return_rate: bool = False):
     """Run the reversible node over ``x`` ``[T, ..., C]`` from zero potentials; returns ``Y``.
 
     ``memory_mode="reversible"`` uses one ``custom_vjp`` (residuals: output, final potentials,
     ``1 + d`` bits per neuron-step); ``"none"`` is plain autodiff of the same equations.
     ``backward`` picks the reversible backward: ``"streamlined"`` or ``"naive"``.
+    ``return_rate=True`` returns ``(Y, rate)``: the mean spike count of both groups per neuron
+    and step (no gradient; a scalar the forward computes anyway).
     """
     if memory_mode not in NODE_MEMORY_MODES:
         raise ValueError(f"unknown memory_mode {memory_mode!r}; choose one of "
@@ -385,10 +401,12 @@ def reversible_node(x: Array, cfg: RevNodeConfig = RevNodeConfig(), *,
     _split(x)
     _check_range(x, cfg)
     if memory_mode == "none":
-        return revnode_reference(x, cfg)
-    q = float(2 ** cfg.frac_bits)
-    # Round onto the grid with a straight-through gradient, outside the custom VJP.
-    return _make_node(cfg, backward)(_round_ste(x, q))
+        y, _, rate = _reference(x, cfg)
+    else:
+        q = float(2 ** cfg.frac_bits)
+        # Round onto the grid with a straight-through gradient, outside the custom VJP.
+        y, rate = _make_node(cfg, backward)(_round_ste(x, q))
+    return (y, jax.lax.stop_gradient(rate)) if return_rate else y
 
 
 def revnode_inverse(y: Array, final_potentials: tuple[Array, Array], bits: tuple[Array, Array],
@@ -425,7 +443,7 @@ def revnode_forward_residuals(x: Array, cfg: RevNodeConfig = RevNodeConfig()):
     ``m1, m2`` are the final potentials in fixed point (int32, units of ``2**-frac_bits``).
     """
     x = _check_input(x)
-    y, (m1, m2, bits1, bits2, _) = _forward(cfg, _round_ste(x, float(2 ** cfg.frac_bits)))
+    y, (m1, m2, bits1, bits2, _), _ = _forward(cfg, _round_ste(x, float(2 ** cfg.frac_bits)))
     return y, (m1, m2), (bits1, bits2)
 
 
@@ -435,6 +453,7 @@ class ReversibleNode(nnx.Module):
 
     Output is real-valued ``[Y1, Y2]`` (module docstring). ``memory_mode``: ``"reversible"``
     (reconstruct; ``backward`` ``"streamlined"`` or ``"naive"``) or ``"none"`` (plain autodiff).
+    Records its firing rate (both groups' spikes) as ``nnx.Intermediate`` ``firing_rate``.
     """
 
     def __init__(self, config: RevNodeConfig = RevNodeConfig(), *,
@@ -449,5 +468,7 @@ class ReversibleNode(nnx.Module):
         self.backward = backward
 
     def __call__(self, x: Array) -> Array:
-        return reversible_node(x, self.config, memory_mode=self.memory_mode,
-                               backward=self.backward)
+        y, rate = reversible_node(x, self.config, memory_mode=self.memory_mode,
+                                  backward=self.backward, return_rate=True)
+        sow_intermediate(self, "firing_rate", rate)
+        return y

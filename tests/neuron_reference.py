@@ -39,7 +39,9 @@ def forward(x, kind, *, tau=2.0, w=None, decay_input=True, v_threshold=1.0, v_re
     k = _inv_tau(kind, tau, w, dtype)
     vth = dtype(v_threshold)
     leak_target = dtype(0) if v_reset is None else dtype(v_reset)
-    v = np.zeros(x.shape[1:], x.dtype) if v_init is None else np.array(v_init, x.dtype)
+    # SpikingJelly's initial potential: v_reset (hard reset) or 0 (soft reset)
+    v0 = 0 if v_reset is None else v_reset
+    v = np.full(x.shape[1:], v0, x.dtype) if v_init is None else np.array(v_init, x.dtype)
     spikes, trace = [], []
     for t in range(x.shape[0]):
         h = _charge(kind, x[t], v, k, decay_input, leak_target)
@@ -64,7 +66,7 @@ def backward(x, kind, a, b, c, *, surrogate=("atan", 2.0), tau=2.0, w=None, deca
     dsurr = SURROGATE_DERIVATIVES[name]
     k = _inv_tau(kind, tau, w, np.float64)
     lt = 0.0 if v_reset is None else v_reset
-    v = np.zeros(x.shape[1:]) if v_init is None else np.array(v_init, np.float64)
+    v = np.full(x.shape[1:], lt, np.float64) if v_init is None else np.array(v_init, np.float64)
     hs, vs = [], []
     for t in range(x.shape[0]):  # forward, keeping H[t] and V[t-1]
         h = _charge(kind, x[t], v, k, decay_input, lt)

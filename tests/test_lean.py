@@ -339,3 +339,15 @@ def test_bench_neurons_rounds(capsys):
     assert "lean faster than spikingjelly/default in 1 of 3 rounds" in out
     with pytest.raises(SystemExit, match="--rounds must be >= 1"):
         bench_neurons.main(["--rounds", "0", "--libraries", "revsnn_jax"])
+
+
+@pytest.mark.parametrize("v_reset", [-0.1, None])
+def test_default_initial_potential_is_spikingjelly_s(v_reset):
+    # no input, no spike: the potential stays where it started, v_reset (hard) or 0 (soft)
+    x = jnp.zeros((4, 3), jnp.float32)
+    config = NeuronConfig(v_threshold=0.5, v_reset=v_reset)
+    _, v_final = lean.lean_multistep(x, config)
+    np.testing.assert_allclose(np.asarray(v_final), 0.0 if v_reset is None else -0.1,
+                               rtol=0, atol=1e-7)
+    _, v_plain = neurons.lif_multistep(x, v_threshold=0.5, v_reset=v_reset)
+    np.testing.assert_array_equal(np.asarray(v_final), np.asarray(v_plain))

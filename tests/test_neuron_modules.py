@@ -156,3 +156,14 @@ def test_bad_configuration_and_input_raise_clear_errors():
         Quantizer()(jnp.ones((0, 3), jnp.float32))
     with pytest.raises(TypeError, match="floating"):
         Quantizer()(jnp.ones((4, 3), jnp.int32))
+
+
+def test_modules_start_at_v_reset():
+    # SpikingJelly's initial potential: v_reset for a hard reset, 0 for a soft one
+    x = jnp.zeros((3, 2), jnp.float32)
+    for module in (IF(v_threshold=0.5, v_reset=-0.1), LIF(v_threshold=0.5, v_reset=-0.1),
+                   PLIF(v_threshold=0.5, v_reset=-0.1)):
+        _, v_final = module(x, return_state=True)
+        np.testing.assert_allclose(np.asarray(v_final), -0.1, rtol=0, atol=1e-7)
+    _, v_final = LIF(v_reset=None)(x, return_state=True)
+    np.testing.assert_array_equal(np.asarray(v_final), 0.0)

@@ -66,9 +66,14 @@ def test_multistep_matches_numpy_loop(name, reset, with_v_init, detach_reset):
 def test_threshold_crossing_is_inclusive_and_reset_values():
     # H = V_th exactly fires (Heaviside(0) = 1); hard reset goes to V_reset, soft subtracts V_th
     x = jnp.asarray([[0.5], [0.5], [0.25]], jnp.float32)
-    s, _, tr = neurons.if_multistep(x, v_threshold=1.0, v_reset=-0.5, return_trace=True)
+    s, _, tr = neurons.if_multistep(x, v_threshold=1.0, v_reset=-0.5, v_init=0.0,
+                                    return_trace=True)
     np.testing.assert_array_equal(np.asarray(s[:, 0]), [0, 1, 0])
     np.testing.assert_array_equal(np.asarray(tr[:, 0]), [0.5, -0.5, -0.25])
+    # by default a hard-reset neuron starts at v_reset (SpikingJelly): -0.5 + 0.5 + 0.5 < 1
+    s, _, tr = neurons.if_multistep(x, v_threshold=1.0, v_reset=-0.5, return_trace=True)
+    np.testing.assert_array_equal(np.asarray(s[:, 0]), [0, 0, 0])
+    np.testing.assert_array_equal(np.asarray(tr[:, 0]), [0.0, 0.5, 0.75])
     x = jnp.asarray([[1.5], [0.5], [0.25]], jnp.float32)
     s, _, tr = neurons.if_multistep(x, v_threshold=1.0, v_reset=None, return_trace=True)
     np.testing.assert_array_equal(np.asarray(s[:, 0]), [1, 1, 0])

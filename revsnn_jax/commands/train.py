@@ -100,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"revsnn train: stopped by SIGTERM at step {summary['steps']} after saving a "
               f"checkpoint; run the same command again to resume", file=sys.stderr)
         return train.EXIT_PREEMPTED
+    import jax
+
+    if jax.process_index() != 0:  # several processes: process 0 alone reports, as it writes
+        return 0
     print(train.format_summary(summary))
     print(f"summary: {pathlib.Path(args.workdir) / 'summary.json'}")
     print(json.dumps(summary, indent=None))

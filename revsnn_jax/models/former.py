@@ -59,6 +59,7 @@ from revsnn_jax import bitpack, surrogate
 from revsnn_jax.layers import BatchNorm, SpikingNeuron, run_blocks
 from revsnn_jax.models.registry import register
 from revsnn_jax.neurons import NeuronConfig, scan_unroll
+from revsnn_jax.nnx_utils import sow_intermediate
 from revsnn_jax.reversible import ReversibleSequence
 from revsnn_jax.ties import tie
 
@@ -175,7 +176,10 @@ class _Neuron(nnx.Module):
     def __call__(self, x: Array) -> Array:
         if self.lean:
             c = self.config
-            return lean_lif(x, float(c.tau), float(c.v_threshold), c.surrogate)
+            spikes = lean_lif(x, float(c.tau), float(c.v_threshold), c.surrogate)
+            # the firing rate, as SpikingNeuron records it (the fallback records its own)
+            sow_intermediate(self, "firing_rate", jax.lax.stop_gradient(spikes).mean())
+            return spikes
         return self.fallback(x)
 
 

@@ -53,7 +53,7 @@ class SpikingLayer(nnx.Module):
         if static:  # direct encoding: the same input current at every step
             h = jnp.broadcast_to(h, (self.time_steps, *h.shape))
         spikes, _ = neurons.lif_multistep(h, tau=self.tau, surrogate=self.surrogate)
-        sow_intermediate(self, "firing_rate", spikes.mean())
+        sow_intermediate(self, "firing_rate", jax.lax.stop_gradient(spikes).mean())
         return spikes
 
 

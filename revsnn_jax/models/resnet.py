@@ -126,7 +126,7 @@ class DownSample(nnx.Module):
 
     def __call__(self, x: Array | Halves) -> Array | Halves:
         if isinstance(x, tuple):
-            pooled = jnp.concatenate([avg_pool(self.sn(h), 3, 2, 1) for h in x], axis=-1)
+            pooled = jnp.concatenate([avg_pool(s, 3, 2, 1) for s in self.sn(x)], axis=-1)
             return split_halves(self.bn(self.conv(pooled)))
         return self.bn(self.conv(avg_pool(self.sn(x), 3, 2, 1)))
 
@@ -188,7 +188,7 @@ class SpikingHead(nnx.Module):
 
     def __call__(self, x: Array | Halves) -> Array:
         if isinstance(x, tuple):
-            features = jnp.concatenate([global_avg_pool(self.sn(h)) for h in x], axis=-1)
+            features = jnp.concatenate([global_avg_pool(s) for s in self.sn(x)], axis=-1)
         else:
             features = global_avg_pool(self.sn(x))
         return self.fc(features).mean(axis=0)

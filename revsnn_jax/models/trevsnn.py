@@ -66,7 +66,7 @@ from revsnn_jax.models.trevsnn_layers import (
     UpSampling,
 )
 from revsnn_jax.neurons import quantize_spike
-from revsnn_jax.nnx_utils import merge_fresh
+from revsnn_jax.nnx_utils import call_capturing, firing_rates, merge_fresh, sow_intermediate
 from revsnn_jax.reversible import MEMORY_MODES
 
 __all__ = ["TRevSNN", "reconstructed_history", "state_history"]
@@ -157,21 +157,30 @@ def _merge(graph, params, state):
     return merge_fresh(graph, params, state)
 
 
+def _column_rates(col: Column, x: jax.Array, prev: States | None,
+                  shared: Sequence[SharedConvs]) -> tuple[States, jax.Array]:
+    """``col(x, prev, shared)`` and the firing rates of its quantizers (one per spiking layer,
+    a fixed order), returned as an output so that they can leave a scan or a custom VJP."""
+    new_c, sown = call_capturing(col.__call__, x, prev, shared)
+    return new_c, jax.lax.stop_gradient(firing_rates(sown))
+
+
 def _run_chain(col_graph, shared_graph, params, state, shared_params, shared_state, x0, frames,
                init, checkpoint: bool):
-    """Columns 1..T-1 as one scan: final states, per-column summaries, updated column state."""
+    """Columns 1..T-1 as one scan: final states, per-column summaries, updated column state
+    and per-column firing rates ``[T - 1, layers]``."""
     shared = _merge(shared_graph, shared_params, shared_state)
 
     def body(c, column):
         p_t, s_t, frame_t = column
         col = _merge(col_graph, p_t, s_t)
-        new_c = col(x0 if frame_t is None else frame_t, c, shared)
-        return new_c, (_summaries(new_c[3]), nnx.state(col, nnx.Not(nnx.Param)))
+        new_c, rates = _column_rates(col, x0 if frame_t is None else frame_t, c, shared)
+        return new_c, (_summaries(new_c[3]), nnx.state(col, nnx.Not(nnx.Param)), rates)
 
     if checkpoint:
         body = jax.checkpoint(body)
-    final, (summaries, new_state) = jax.lax.scan(body, init, (params, state, frames))
-    return final, summaries, new_state
+    final, (summaries, new_state, rates) = jax.lax.scan(body, init, (params, state, frames))
+    return final, summaries, new_state, rates
 
 
 def _add(a: PyTree, b: PyTree) -> PyTree:
@@ -195,16 +204,17 @@ def _reversible_chain(col_graph, shared_graph):
         return forward(params, state, shared_params, shared_state, x0, frames, init)
 
     def chain_fwd(params, state, shared_params, shared_state, x0, frames, init):
-        final, summaries, new_state = forward(params, state, shared_params, shared_state, x0,
-                                              frames, init)
+        final, summaries, new_state, rates = forward(params, state, shared_params, shared_state,
+                                                     x0, frames, init)
         # Residuals: the last column's states, parameters, incoming state and the inputs
-        # (stem output or frames). Nothing per column is stored.
-        return (final, summaries, new_state), (final, params, state, shared_params,
-                                               shared_state, x0, frames)
+        # (stem output or frames). Nothing per column is stored (the firing rates are a few
+        # scalars per column, outputs without gradient).
+        return (final, summaries, new_state, rates), (final, params, state, shared_params,
+                                                      shared_state, x0, frames)
 
     def chain_bwd(residuals, cotangents):
         final, params, state, shared_params, shared_state, x0, frames = residuals
-        d_final, (d_mean, d_spike_mean), _ = cotangents
+        d_final, (d_mean, d_spike_mean), _, _ = cotangents
         shared_const = shared_state
 
         def level_value(level, p, s, sp, lower, upper):
@@ -362,31 +372,38 @@ class TRevSNN(nnx.Module):
         else:
             x0 = x[0]
 
-        def first(x0):
-            return self.first_column(x0, None, shared)
+        def first(col, sh, x0):
+            return _column_rates(col, x0, None, sh)
 
         if self.memory_mode == "none":
-            c = first(x0)
+            c, first_rates = first(self.first_column, shared, x0)
         else:
-            c = nnx.remat(lambda col, sh, x0: col(x0, None, sh))(self.first_column, shared, x0)
+            c, first_rates = nnx.remat(first)(self.first_column, shared, x0)
         summaries = [_summaries(c[3])]
+        rates = [first_rates]
         if self.time_steps > 1:
             col_graph, col_params, col_state = nnx.split(self.columns, nnx.Param, ...)
             sh_graph, sh_params, sh_state = nnx.split(shared, nnx.Param, ...)
             x_shared = x0 if self.event_channels is None else None
             frames = None if self.event_channels is None else x[1:]
             if self.memory_mode == "reversible":
-                _, rest, new_state = _reversible_chain(col_graph, sh_graph)(
+                _, rest, new_state, rest_rates = _reversible_chain(col_graph, sh_graph)(
                     col_params, col_state, sh_params, sh_state, x_shared, frames, c)
             else:
-                _, rest, new_state = _run_chain(
+                _, rest, new_state, rest_rates = _run_chain(
                     col_graph, sh_graph, col_params, col_state, sh_params, sh_state, x_shared,
                     frames, c, checkpoint=self.memory_mode == "checkpoint")
             nnx.update(self.columns, new_state)
+            rates.append(rest_rates.reshape(-1))
             means = jnp.concatenate([summaries[0][0][None], rest[0]])
             spike_means = jnp.concatenate([summaries[0][1][None], rest[1]])
-            return means, spike_means
-        return summaries[0][0][None], summaries[0][1][None]
+        else:
+            means, spike_means = summaries[0][0][None], summaries[0][1][None]
+        # Firing rates: every quantizer of every column (column 0 first), then each column's
+        # top-level spikes Q(c_3) that the spiking head reads (the mean of spike_means).
+        rates.append(spike_means.mean(axis=(1, 2)))
+        sow_intermediate(self, "firing_rate", jax.lax.stop_gradient(jnp.concatenate(rates)))
+        return means, spike_means
 
     def supervised_columns(self) -> list[int]:
         """Columns with a head: every ``T // 4``-th, the last four (the reference's rule)."""

@@ -2,7 +2,8 @@
 
 Tensors are channels-last, ``[B, H, W, C]``: T-RevSNN's columns are its time steps, so inside a
 column there is no time axis. Spikes come from the stateless quantizer
-:func:`revsnn_jax.neurons.quantize_spike` (``S = floor(clip(V, 0, 1) + 0.5)``).
+:func:`revsnn_jax.neurons.quantize_spike` (``S = floor(clip(V, 0, 1) + 0.5)``); every quantizer
+records its firing rate (``nnx.Intermediate`` ``firing_rate``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,20 @@ import jax.numpy as jnp
 from flax import nnx
 
 from revsnn_jax.neurons import quantize_spike
+from revsnn_jax.nnx_utils import sow_intermediate
 
 __all__ = ["ConvNeXtSpikeBlock", "DepthwiseConv", "DownSampling", "ScaledStdConv",
            "SharedConvs", "UpSampling", "trunc_normal"]
 
 trunc_normal = nnx.initializers.truncated_normal(stddev=0.02)
+
+
+def _spikes(module: nnx.Module, v: jax.Array) -> jax.Array:
+    """``quantize_spike(v)``, its firing rate recorded on ``module`` (``firing_rate``, one
+    value per quantizer; collected by :func:`revsnn_jax.nnx_utils.call_capturing`)."""
+    s = quantize_spike(v)
+    sow_intermediate(module, "firing_rate", jax.lax.stop_gradient(s).mean())
+    return s
 
 
 def _pad(kernel: int, stride: int) -> int:
@@ -85,7 +95,7 @@ class DownSampling(nnx.Module):
         self.bn = _batch_norm(out_features, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.bn(self.conv(quantize_spike(x)))
+        return self.bn(self.conv(_spikes(self, x)))
 
 
 class UpSampling(nnx.Module):
@@ -97,7 +107,7 @@ class UpSampling(nnx.Module):
         self.bn = _batch_norm(out_features, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = self.bn(self.conv(quantize_spike(x)))
+        y = self.bn(self.conv(_spikes(self, x)))
         return jnp.repeat(jnp.repeat(y, 2, axis=1), 2, axis=2)
 
 
@@ -131,7 +141,7 @@ class ConvNeXtSpikeBlock(nnx.Module):
             self.gamma = nnx.Param(jnp.ones((channels,)))
 
     def __call__(self, x: jax.Array, shared: SharedConvs | None = None) -> jax.Array:
-        hidden = quantize_spike(self.pwconv1(self.dwconv1(quantize_spike(x))))
+        hidden = _spikes(self, self.pwconv1(self.dwconv1(_spikes(self, x))))
         if self.reuse:
             if shared is None:
                 raise ValueError("a reuse block needs the stage's shared convs")
