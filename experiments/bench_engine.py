@@ -7,7 +7,7 @@ batch statistics with running statistics in the state), written with plain ``jax
 One training step is forward, backward and an SGD update. For every memory mode
 (``reversible``, ``checkpoint``, ``none``) and depth (2, 4, 8, 16, 32 blocks) it reports
 
-* memory, from XLA's compiled plan (``revsnn_jax.memory``; DESIGN.md §8): the activation memory
+* memory, from XLA's compiled plan (``revsnn_jax.memory``; docs/memory.md): the activation memory
   one more example costs (the slope of the peak between batch B and 2B), the peak and temp
   bytes at batch B, and the static intercept;
 * FLOPs from ``cost_analysis()``. XLA counts a loop (``lax.scan``) body once, not once per

@@ -2,7 +2,7 @@
 
 Three parts, every row from :func:`revsnn_jax.benchmark.measure_training_step` (one full
 training step, forward + backward + SGD-momentum update; memory per image = slope of XLA's
-compiled peak between batch B and 2B, DESIGN.md §8):
+compiled peak between batch B and 2B, docs/memory.md):
 
 1. ``pair``: RevSFormer-4-384 (reversible, checkpoint, none) and Spikingformer-4-384 (none,
    checkpoint) at CIFAR shape (32x32x3), T=4, batch B (default 64), 10 classes.

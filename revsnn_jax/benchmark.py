@@ -5,7 +5,7 @@ For each model and memory mode :func:`measure_training_step` compiles ONE full t
 ``B`` and ``2B`` and reads XLA's memory plan (:mod:`revsnn_jax.memory`). Nothing large is
 allocated: the model is built under :func:`flax.nnx.eval_shape` and every argument is a
 :class:`jax.ShapeDtypeStruct`. Memory per image is the slope of the step's peak between ``B``
-and ``2B`` (DESIGN.md §8): parameters, gradients and optimizer state drop out, so "does not grow
+and ``2B`` (docs/memory.md): parameters, gradients and optimizer state drop out, so "does not grow
 with depth" can be checked honestly; the intercept is reported as ``static_bytes``.
 
 With ``time=True`` the model is materialised, random data of batch ``B`` is fed, and the

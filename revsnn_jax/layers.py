@@ -2,7 +2,7 @@
 
 Convolution, BatchNorm and Linear carry no time dynamics, so they fold time into the batch: a
 weight is applied once over the merged ``[T * B, ...]`` axis, never inside a loop over time
-(DESIGN.md §2, §8). Only the neurons scan over ``T``. Every layer here also accepts tensors
+(docs/memory.md). Only the neurons scan over ``T``. Every layer here also accepts tensors
 without a time axis (``[B, H, W, C]``, e.g. a static image before direct encoding): leading axes
 are simply batch axes.
 

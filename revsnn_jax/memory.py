@@ -12,7 +12,7 @@ nothing is allocated at full size. On GPU/TPU the allocator's measured peak
 (``device.memory_stats()['peak_bytes_in_use']``) can be read after running the step
 (:func:`device_peak_bytes`).
 
-Memory per example (DESIGN.md §8) is the slope of the peak between batch ``B`` and ``2B``:
+Memory per example (docs/memory.md) is the slope of the peak between batch ``B`` and ``2B``:
 parameters, gradients and optimizer state do not grow with the batch, so they drop out, and
 "does not grow with depth" can be tested honestly. The intercept is the static memory.
 """

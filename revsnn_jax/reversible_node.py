@@ -1,7 +1,7 @@
 """A reversible spiking neuron node: our reconstruction of Lei et al.'s node (arXiv 2308.08649).
 
 The paper ("Towards Zero Memory Footprint Spiking Neural Network Training") has no public code
-and its method section could not be read; what is known (DESIGN.md §7, papers-spec §2): each
+and its method section could not be read; what is known (docs/revnode.md): each
 time step's state is split into two groups ``[V1, V2]``, inputs ``[X1, X2]`` and outputs
 ``[Y1, Y2]`` are coupled additively, the outputs are real-valued (not binary spikes), an extra
 updated potential is carried into the next step, and a "streamlined" backward avoids recomputing

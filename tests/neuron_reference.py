@@ -1,4 +1,4 @@
-"""Plain numpy loops of the neuron equations of DESIGN.md §3, the oracle for the neuron tests.
+"""Plain numpy loops of the neuron equations (docs/neurons.md), the oracle for the neuron tests.
 
 Written independently of :mod:`revsnn_jax.neurons`: one Python loop over time, one equation per
 line, in the dtype of the inputs (float32 for forward checks, float64 for gradient checks).

@@ -12,7 +12,7 @@ from flax import nnx
 from revsnn_jax import models
 from revsnn_jax.models import former
 
-# papers-spec §1.7: counts of the PyTorch reference (BN running statistics excluded).
+# Counts of the PyTorch reference (mi804/RevSNN) (BN running statistics excluded).
 REFERENCE_PARAMS = [
     ("revsformer_2_384", 10, 5_766_586), ("revsformer_4_384", 10, 9_323_962),
     ("spikingformer_2_384", 10, 5_762_746), ("spikingformer_4_384", 10, 9_320_122),

@@ -9,7 +9,7 @@ from flax import nnx
 
 from revsnn_jax import benchmark, losses, models, steps
 
-# DESIGN.md §5 / papers-spec §1.7: counts of the PyTorch reference (BN running stats excluded).
+# Counts of the PyTorch reference (mi804/RevSNN) (BN running stats excluded).
 REFERENCE_PARAMS = [
     ("revsresnet21", 100, 11_048_420), ("revsresnet21", 10, 10_967_690),
     ("revsresnet37", 100, 23_590_884), ("revsresnet37", 10, 23_510_154),

@@ -1,7 +1,7 @@
 """RevSFormer (Zhang & Zhang, AAAI 2024) and its Spikingformer counterparts, as in mi804/RevSNN.
 
 Reference files: ``cifar10/revmodel.py`` (RevSFormer), ``cifar10/model.py`` (Spikingformer),
-and the DVS folders' copies (papers-spec §1.6). Tensors are time-major and channels last:
+and the DVS folders' copies. Tensors are time-major and channels last:
 images ``[B, 32, 32, 3]`` (CIFAR; repeated over ``time_steps`` before the tokenizer) or event
 frames ``[T, B, 128, 128, 2]`` (DVS); tokens ``[T, B, N, C]`` with ``N = 8 * 8 = 64``.
 
@@ -21,7 +21,7 @@ frames ``[T, B, 128, 128, 2]`` (DVS); tokens ``[T, B, N, C]`` with ``N = 8 * 8 =
 * :class:`Spikingformer` -- tokenizer, ``depth`` blocks ``x = x + SSA(x); x = x + MLP(x)`` on
   the ``D``-wide stream, mean over tokens and ``T``, ``Linear(D)``. The reference's
   ``norm_layer`` LayerNorm is never applied and is not built here; the reference parameter
-  counts (papers-spec §1.7) do not include it either.
+  counts do not include it either.
 
 **Attention order.** Without a softmax, ``(q k^T) v = q (k^T v)`` exactly. The left form keeps
 an ``[T, B, heads, N, N]`` score tensor (``heads * 64 * 64`` per image and time step: 49,152 at
