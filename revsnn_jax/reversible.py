@@ -87,6 +87,7 @@ __all__ = [
     "BlockFn",
     "ReversibleReport",
     "ReversibleSequence",
+    "check_memory_mode",
     "check_reversible",
     "reversible_stage",
     "reversible_stage_inverse",
@@ -101,10 +102,11 @@ BlockFn = Callable[[PyTree, PyTree, jax.Array, Any], tuple[jax.Array, PyTree]]
 
 
 # --------------------------------------------------------------------------- helpers
-def _check_mode(memory_mode: str) -> None:
-    if memory_mode not in MEMORY_MODES:
+def check_memory_mode(memory_mode: str, allowed: tuple[str, ...] = MEMORY_MODES) -> None:
+    """Raise a clear ``ValueError`` unless ``memory_mode`` is one of ``allowed``."""
+    if memory_mode not in allowed:
         raise ValueError(
-            f"unknown memory_mode {memory_mode!r}; choose one of {', '.join(MEMORY_MODES)}"
+            f"unknown memory_mode {memory_mode!r}; choose one of {', '.join(allowed)}"
         )
 
 
@@ -327,7 +329,7 @@ def reversible_stage(
       ``y`` in the form of ``x`` (an array, or a pair of halves) and the new state, stacked like
       ``state`` (the forward's update, emitted once).
     """
-    _check_mode(memory_mode)
+    check_memory_mode(memory_mode)
     _check_backward(backward)
     (x1, x2), as_halves = _as_halves(x)
     num_blocks = _num_blocks(params)
@@ -579,7 +581,7 @@ class ReversibleSequence(nnx.Module):
         memory_mode: str = "reversible",
         backward: str = "streamlined",
     ) -> None:
-        _check_mode(memory_mode)
+        check_memory_mode(memory_mode)
         _check_backward(backward)
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")

@@ -60,7 +60,7 @@ from revsnn_jax.layers import BatchNorm, SpikingNeuron, run_blocks
 from revsnn_jax.models.registry import register
 from revsnn_jax.neurons import NeuronConfig, scan_unroll
 from revsnn_jax.nnx_utils import sow_intermediate
-from revsnn_jax.reversible import ReversibleSequence
+from revsnn_jax.reversible import ReversibleSequence, check_memory_mode
 from revsnn_jax.ties import tie
 
 __all__ = [
@@ -476,9 +476,7 @@ class RevSFormer(nnx.Module):
                  memory_mode: str = "reversible", param_dtype: Dtype = jnp.float32,
                  rngs: nnx.Rngs) -> None:
         _check_common(dim, depth, heads)
-        if memory_mode not in ("reversible", "checkpoint", "none"):
-            raise ValueError(f"memory_mode must be 'reversible', 'checkpoint' or 'none', "
-                             f"got {memory_mode!r}")
+        check_memory_mode(memory_mode)
         self.dim, self.depth, self.heads = dim, depth, heads
         self.num_classes, self.time_steps = num_classes, time_steps
         self.memory_mode, self.event_input = memory_mode, event_input

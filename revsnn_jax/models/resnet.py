@@ -51,7 +51,7 @@ from revsnn_jax.layers import (
 )
 from revsnn_jax.models.registry import register
 from revsnn_jax.neurons import NeuronConfig
-from revsnn_jax.reversible import ReversibleSequence
+from revsnn_jax.reversible import ReversibleSequence, check_memory_mode
 
 __all__ = [
     "CIFAR_NEURON",
@@ -249,9 +249,7 @@ class RevSResNet(nnx.Module):
                  event_input: bool = False, memory_mode: str = "reversible",
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> None:
         blocks, widths = _check_stages(blocks, widths)
-        if memory_mode not in ("reversible", "checkpoint", "none"):
-            raise ValueError(f"memory_mode must be 'reversible', 'checkpoint' or 'none', "
-                             f"got {memory_mode!r}")
+        check_memory_mode(memory_mode)
         self.blocks, self.widths = blocks, widths
         self.num_classes, self.time_steps = num_classes, time_steps
         self.memory_mode = memory_mode
