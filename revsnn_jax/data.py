@@ -212,6 +212,9 @@ def _parse_mnist5k(rows: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray
     if labels.min() < 0 or labels.max() > 9:
         raise ValueError(f"{where}: the last column must be the label 0..9, found "
                          f"{labels.min()}..{labels.max()}")
+    if len(np.unique(labels)) != 10:  # label first: the last column is a (mostly 0) pixel
+        raise ValueError(f"{where}: the last column must be the label with all 10 classes, "
+                         f"found only {sorted(np.unique(labels).tolist())}")
     images = (pixels.astype(np.float32) / 255.0).reshape(-1, 28, 28, 1)
     return images, labels.astype(np.int32)
 

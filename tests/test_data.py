@@ -78,15 +78,18 @@ def test_mnist5k_is_real_mnist_split_stratified_disjoint_and_fixed():
 
 
 def test_mnist5k_csv_format_is_checked():
-    rows = np.zeros((3, 785), np.int64)
-    rows[:, -1] = [3, 1, 4]
+    rows = np.zeros((10, 785), np.int64)
+    rows[:, -1] = [3, 1, 4, 0, 2, 5, 6, 7, 8, 9]
     rows[0, 0], rows[1, 783] = 255, 51
     images, labels = data._parse_mnist5k(rows, "x.csv")
-    assert images.shape == (3, 28, 28, 1) and list(labels) == [3, 1, 4]
+    assert images.shape == (10, 28, 28, 1) and list(labels[:3]) == [3, 1, 4]
     assert images[0, 0, 0, 0] == 1.0 and images[1, 27, 27, 0] == np.float32(51 / 255)
+    assert labels.dtype == np.int32 and images.dtype == np.float32
     swapped = np.roll(rows, 1, axis=1)  # the label first: a pixel lands in the label column
-    swapped[0, -1] = 200
-    with pytest.raises(ValueError, match="last column must be the label"):
+    with pytest.raises(ValueError, match=r"last column must be the label 0\.\.9, found 0\.\.51"):
+        data._parse_mnist5k(swapped, "x.csv")
+    swapped[1, -1] = 0  # a corner pixel is 0 in almost every image: still caught
+    with pytest.raises(ValueError, match=r"label with all 10 classes, found only \[0\]"):
         data._parse_mnist5k(swapped, "x.csv")
     with pytest.raises(ValueError, match="784 pixels and a label"):
         data._parse_mnist5k(rows[:, 1:], "x.csv")
