@@ -13,9 +13,10 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 stamp="$venv/.revsnn-installed-$(cksum < pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ]; then
-  echo "[run.sh] installing revsnn-jax and its dependencies (pip install -e '.[test]')"
+  extras=${REVSNN_EXTRAS:-test}
+  echo "[run.sh] installing revsnn-jax and its dependencies (pip install -e '.[$extras]')"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet -e ".[test]"
+  "$venv/bin/python" -m pip install --quiet -e ".[$extras]"
   rm -f "$venv"/.revsnn-installed-*
   touch "$stamp"
 fi

@@ -81,30 +81,39 @@ def largest_fitting(peaks_at: Callable[[Sequence[int]], Mapping[int, int]], firs
             return Fit(lo, budget_bytes, dict(sorted(known.items())))
         if limit is not None and lo >= limit:
             return Fit(lo, budget_bytes, dict(sorted(known.items())), limit_reached=True)
-        guess = _next_guess(known, lo, hi, budget_bytes, bisect=round_ >= 4)
+        guess = _next_guess(known, lo, hi, budget_bytes, bisect=round_ >= 6)
+        if limit is not None:
+            guess = min(guess, limit - 1)
+        before = len(known)
         ask([guess, guess + 1])
+        if len(known) == before:  # pragma: no cover - a guess always adds a value
+            break
     raise RuntimeError(f"no largest fitting value bracketed after {max_rounds} rounds; "
                        f"compiled peaks: {dict(sorted(known.items()))}")
 
 
 def _next_guess(known: Mapping[int, int], lo: int, hi: int | None, budget: int,
                 bisect: bool) -> int:
-    """The next value to compile: on the line through the two known points nearest the
-    budget's crossing, kept strictly inside (lo, hi); the midpoint once ``bisect``."""
+    """The next value to compile: on the line through the bracket's ends (or, unbracketed,
+    through the smallest and largest value compiled), kept strictly inside (lo, hi); the
+    midpoint once ``bisect``."""
     if hi is not None and bisect:
         return max(lo + 1, (lo + hi) // 2)
     values = sorted(known)
     if hi is not None and lo > 0:
         a, b = lo, hi
-    elif hi is None:  # everything fits: the two largest
-        a, b = values[-2], values[-1]
-    else:  # nothing fits: the two smallest
-        a, b = values[0], values[1] if len(values) > 1 else values[0]
+    else:  # all fit, or none does: the two farthest apart (neighbours on a padding staircase
+        # would give a step's height for a slope)
+        a, b = values[0], values[-1]
     slope = (known[b] - known[a]) / (b - a) if b != a else 0.0
     if slope <= 0:
         guess = 2 * max(lo, 1) if hi is None else (lo + hi) // 2
     else:
         guess = a + int((budget - known[a]) // slope)
+    if hi is not None and lo > 0:  # inside a bracket: keep a quarter away from its ends, so
+        # that it shrinks by a quarter at least (interpolation alone crawls on a curved peak)
+        quarter = (hi - lo) // 4
+        return int(min(max(guess, lo + max(1, quarter)), max(hi - 1 - quarter, lo + 1)))
     upper = hi - 1 if hi is not None else max(4 * max(lo, 1), lo + 2)
     return int(min(max(guess, lo + 1), max(upper, lo + 1)))
 
