@@ -114,7 +114,9 @@ def _next_guess(known: Mapping[int, int], lo: int, hi: int | None, budget: int,
         # that it shrinks by a quarter at least (interpolation alone crawls on a curved peak)
         quarter = (hi - lo) // 4
         return int(min(max(guess, lo + max(1, quarter)), max(hi - 1 - quarter, lo + 1)))
-    upper = hi - 1 if hi is not None else max(4 * max(lo, 1), lo + 2)
+    # Unbracketed, at most 16x the largest fitting value: a slope near 0 (a peak set by
+    # something that does not grow) would otherwise send the next compile to a huge value.
+    upper = hi - 1 if hi is not None else max(16 * max(lo, 1), lo + 2)
     return int(min(max(guess, lo + 1), max(upper, lo + 1)))
 
 
