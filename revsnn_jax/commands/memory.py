@@ -64,7 +64,8 @@ def add_target_arguments(parser: argparse.ArgumentParser, default: str | None = 
     """``--target``, ``--cache-dir``, ``--no-cache`` (shared with ``revsnn plan``)."""
     parser.add_argument("--target", type=_target_name, default=default,
                         required=default is None,
-                        help="compile for: cpu (this machine, default), gpu (this machine's "
+                        help=f"compile for: cpu (this machine{', default' if default else ''}), "
+                        "gpu (this machine's "
                         "GPU), tpu-v4, tpu-v5e, tpu-v5p, tpu-v6e (one chip, compiled by libtpu "
                         "without a TPU; needs pip install -e '.[tpu]')")
     parser.add_argument("--cache-dir", default=None, metavar="DIR",
