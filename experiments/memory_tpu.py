@@ -10,7 +10,7 @@ Runs (or, with ``--collect DIR``, only gathers the JSON that these commands wrot
 for ``T`` in ``tpu-v5e`` and ``cpu`` (files ``{tpu,cpu}_{revsresnet37,msresnet34,revsformer,
 spikingformer}.json``, plus ``plan_*.json`` from ``revsnn plan``), and writes
 ``experiments/results/memory_tpu.json``: ``{"tpu-v5e": rows, "cpu": rows, "plans": rows,
-"estimates": ...}``. ``estimates`` is the largest batch on one 16 GiB chip by the line through
+"estimates": ..., "plan_compiles": ...}`` (``--plan-log``: the compiles of an unfinished plan). ``estimates`` is the largest batch on one 16 GiB chip by the line through
 the two compiled batches (``(budget - static) / slope``), which ``revsnn plan`` then checks by
 compiling at the answer. The TPU compiles take minutes each on 2 cores (plans are cached, see
 :mod:`revsnn_jax.memory`).
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -41,8 +42,23 @@ def _run(directory: pathlib.Path) -> None:
                             str(directory / f"{prefix}_{key}.json")], check=True)
 
 
-def collect(directory: pathlib.Path) -> dict:
-    out: dict = {"tpu-v5e": [], "cpu": [], "plans": [], "estimates": []}
+def _plan_log(path: pathlib.Path) -> list[dict]:
+    """The compiles a ``revsnn plan`` printed (``  LABEL: compiled batch N for T (KIND): peak X
+    GiB (...)``), for a plan stopped before it finished."""
+    rows = []
+    for line in path.read_text().splitlines():
+        match = re.match(r"\s*(.+?): compiled batch (\d+) for (\S+) \((.+?)\): peak ([\d.]+) GiB"
+                         r" \((.+)\)", line)
+        if match:
+            label, batch, target, kind, peak, how = match.groups()
+            rows.append({"label": label, "batch": int(batch), "target": target,
+                         "device_kind": kind, "peak_gib": float(peak), "compile": how})
+    return rows
+
+
+def collect(directory: pathlib.Path, plan_logs: list[pathlib.Path] = ()) -> dict:
+    out: dict = {"tpu-v5e": [], "cpu": [], "plans": [], "estimates": [],
+                 "plan_compiles": [c for path in plan_logs for c in _plan_log(path)]}
     for prefix, target in (("tpu", "tpu-v5e"), ("cpu", "cpu")):
         for key in RUNS:
             path = directory / f"{prefix}_{key}.json"
@@ -67,11 +83,13 @@ def main() -> int:
                         help="only gather the JSON files already written in DIR")
     parser.add_argument("--dir", type=pathlib.Path, default=pathlib.Path("."),
                         help="where the runs write their JSON (default: here)")
+    parser.add_argument("--plan-log", type=pathlib.Path, action="append", default=[],
+                        help="the printed progress of a `revsnn plan` that did not finish")
     args = parser.parse_args()
     directory = args.collect or args.dir
     if args.collect is None:
         _run(directory)
-    OUT.write_text(json.dumps(collect(directory), indent=2) + "\n")
+    OUT.write_text(json.dumps(collect(directory, args.plan_log), indent=2) + "\n")
     print(f"wrote {OUT}")
     return 0
 
