@@ -190,18 +190,12 @@ def measure_training_step(
         "flops": at_b.memory.flops,
         "compile_seconds": at_b.compile_seconds,
         "step_seconds": step_seconds,
-        "device": (_device_name() if spec.platform != "tpu"
-                   else f"{spec.platform}:{at_b.device_kind}"),
+        "device": f"{spec.platform}:{at_b.device_kind}",
         "target": at_b.target,
         "device_kind": at_b.device_kind,
     }
     assert tuple(row) == ROW_FIELDS
     return row
-
-
-def _device_name() -> str:
-    device = jax.devices()[0]
-    return f"{device.platform}:{getattr(device, 'device_kind', '')}".rstrip(":")
 
 
 def _time_steps(name: str, kwargs: dict[str, Any], step: Any, abstract_args: tuple[Any, ...],

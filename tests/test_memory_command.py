@@ -43,7 +43,7 @@ def test_memory_command_writes_rows_with_exact_fields(tmp_path, capsys):
             r["peak_bytes"] < r["temp_bytes"] + r["argument_bytes"] + r["output_bytes"])
         assert r["step_seconds"] is None and r["compile_seconds"] > 0
         assert isinstance(r["device"], str)
-        assert (r["target"], r["device_kind"]) == ("cpu", "cpu")
+        assert (r["target"], r["device_kind"], r["device"]) == ("cpu", "cpu", "cpu:cpu")
     assert plot.stat().st_size > 1000
     out = capsys.readouterr().out
     assert "MiB/image" in out and "device kind" in out
