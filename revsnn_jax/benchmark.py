@@ -14,7 +14,12 @@ allocator's measured peak replaces the compiled plan's peak in ``peak_bytes``).
 
 Row fields (:data:`ROW_FIELDS`): ``model, params, batch, time_steps, image_size, num_classes,
 memory_mode, bytes_per_image, peak_bytes, static_bytes, temp_bytes, argument_bytes,
-output_bytes, flops, compile_seconds, step_seconds, device``. ``temp/argument/output_bytes`` are
+output_bytes, flops, compile_seconds, step_seconds, device, target, device_kind``: ``target`` is
+the :data:`revsnn_jax.memory.TARGETS` name the step was compiled for (``cpu``, ``gpu``,
+``tpu-v5e``, ...), ``device_kind`` the compiled-for device's kind (``cpu``, ``TPU v5 lite``, ...),
+``device`` ``platform:kind`` of that device (of this machine for ``cpu``/``gpu``).
+``compile_seconds`` is lowering + compiling at ``B`` (a cached TPU plan reports the time it took
+when it was compiled). ``temp/argument/output_bytes`` are
 the compiled plan at batch ``B``; ``flops`` is XLA's ``cost_analysis()`` of that step, which
 counts a ``lax.scan`` body once (compare FLOPs only between builds with the same loop structure).
 """
@@ -36,12 +41,12 @@ from revsnn_jax import memory, steps
 from revsnn_jax.models import abstract_model, count_params, create, get_info
 
 __all__ = ["ROW_FIELDS", "default_memory_modes", "format_table", "measure_training_step",
-           "model_depth", "plot_memory"]
+           "model_depth", "plot_memory", "step_program", "training_step_program"]
 
 ROW_FIELDS = ("model", "params", "batch", "time_steps", "image_size", "num_classes",
               "memory_mode", "bytes_per_image", "peak_bytes", "static_bytes", "temp_bytes",
               "argument_bytes", "output_bytes", "flops", "compile_seconds", "step_seconds",
-              "device")
+              "device", "target", "device_kind")
 
 MiB = 2 ** 20
 
@@ -69,6 +74,51 @@ def _optimizer() -> optax.GradientTransformation:
     return optax.sgd(0.1, momentum=0.9)
 
 
+def training_step_program(name: str, *, time_steps: int, image_size: int, num_classes: int,
+                          memory_mode: str | None = None,
+                          model_kwargs: dict[str, Any] | None = None):
+    """The :class:`revsnn_jax.memory.StepProgram` builder of a registered model's training step
+    (forward, backward, SGD-momentum update; parameters, state and optimizer state donated).
+
+    Returns ``(step, make_args)``; ``make_args(b)`` gives abstract arguments at batch ``b``.
+    Built under :func:`flax.nnx.eval_shape`: nothing large is allocated.
+    """
+    info = get_info(name)
+    kwargs = dict(model_kwargs or {}, num_classes=num_classes, time_steps=time_steps)
+    if memory_mode is not None:
+        kwargs["memory_mode"] = memory_mode
+    model = abstract_model(name, **kwargs)
+    fns, params, state = steps.split_model(model)
+    opt = _optimizer()
+    opt_state = jax.eval_shape(opt.init, params)
+    step = jax.jit(steps.make_train_step(fns, opt), donate_argnums=(0, 1, 2))
+    channels = info.input_shape[-1]
+
+    def make_args(b: int) -> tuple[Any, ...]:
+        x = jax.ShapeDtypeStruct(_input_shape(model, b, time_steps, image_size, channels),
+                                 jnp.float32)
+        y = jax.ShapeDtypeStruct((b,), jnp.int32)
+        return params, state, opt_state, x, y
+
+    return step, make_args
+
+
+def step_program(name: str, *, time_steps: int | None = None, image_size: int | None = None,
+                 num_classes: int | None = None, memory_mode: str | None = None,
+                 model_kwargs: dict[str, Any] | None = None) -> memory.StepProgram:
+    """The training step of model ``name`` as a :class:`revsnn_jax.memory.StepProgram` (``None``
+    arguments: the model's registered defaults), compilable for any target."""
+    info = get_info(name)
+    return memory.StepProgram("revsnn_jax.benchmark:training_step_program", {
+        "name": name, "time_steps": time_steps or info.default_time_steps,
+        "image_size": image_size or info.input_shape[0],
+        "num_classes": num_classes or info.default_num_classes,
+        "memory_mode": memory_mode,
+        "model_kwargs": {k: list(v) if isinstance(v, tuple) else v
+                         for k, v in (model_kwargs or {}).items()},
+    })
+
+
 def measure_training_step(
     name: str,
     *,
@@ -80,45 +130,44 @@ def measure_training_step(
     time_it: bool = False,
     timed_steps: int = 5,
     model_kwargs: dict[str, Any] | None = None,
+    target: str = "cpu",
+    progress: Any = None,
+    cache_dir: str | None = None,
+    use_cache: bool = True,
 ) -> dict[str, Any]:
-    """Compile one training step of model ``name`` at batch ``B`` and ``2B``; return one row.
+    """Compile one training step of model ``name`` at batch ``B`` and ``2B`` for ``target``
+    (:func:`revsnn_jax.memory.compile_step`); return one row.
 
     ``None`` arguments take the model's registered defaults (``memory_mode``: the model's own
     default). ``model_kwargs`` go to the constructor (e.g. ``widths=``, ``blocks=``).
+    ``time_it`` runs the step, so it needs a local target (``cpu``, ``gpu``).
     """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    info = get_info(name)
-    time_steps = time_steps or info.default_time_steps
-    image_size = image_size or info.input_shape[0]
-    num_classes = num_classes or info.default_num_classes
-    channels = info.input_shape[-1]
+    spec = memory.get_target(target)
+    if time_it and spec.platform == "tpu":
+        raise ValueError(f"time_it runs the step: target {target} only compiles it")
+    program = step_program(name, time_steps=time_steps, image_size=image_size,
+                           num_classes=num_classes, memory_mode=memory_mode,
+                           model_kwargs=model_kwargs)
+    kw = program.kwargs
+    time_steps, image_size, num_classes = kw["time_steps"], kw["image_size"], kw["num_classes"]
     kwargs = dict(model_kwargs or {}, num_classes=num_classes, time_steps=time_steps)
     if memory_mode is not None:
         kwargs["memory_mode"] = memory_mode
-
-    model = abstract_model(name, **kwargs)
+    model = abstract_model(name, **kwargs)  # shapes only: the row's parameter count and mode
     memory_mode = getattr(model, "memory_mode", memory_mode)
-    fns, params, state = steps.split_model(model)
-    opt = _optimizer()
-    opt_state = jax.eval_shape(opt.init, params)
-    step = jax.jit(steps.make_train_step(fns, opt), donate_argnums=(0, 1, 2))
+    params = steps.split_model(model)[1]
 
-    def make_args(b: int) -> tuple[Any, ...]:
-        x = jax.ShapeDtypeStruct(_input_shape(model, b, time_steps, image_size, channels),
-                                 jnp.float32)
-        y = jax.ShapeDtypeStruct((b,), jnp.int32)
-        return params, state, opt_state, x, y
+    at_b, at_2b = memory.compile_step(program, (batch, 2 * batch), target, progress=progress,
+                                      cache_dir=cache_dir, use_cache=use_cache)
+    per = memory.PerExampleMemory(batch=batch, at_batch=at_b.memory,
+                                  at_double_batch=at_2b.memory)
 
-    start = time.perf_counter()
-    at_b = memory.compiled_memory(step, *make_args(batch))
-    compile_seconds = time.perf_counter() - start
-    at_2b = memory.compiled_memory(step, *make_args(2 * batch))
-    per = memory.PerExampleMemory(batch=batch, at_batch=at_b, at_double_batch=at_2b)
-
-    peak = at_b.peak_bytes
+    peak = at_b.memory.peak_bytes
     step_seconds = None
     if time_it:
+        step, make_args = program.build()
         step_seconds, device_peak = _time_steps(name, kwargs, step, make_args(batch),
                                                 timed_steps)
         if device_peak is not None:
@@ -135,21 +184,18 @@ def measure_training_step(
         "bytes_per_image": per.bytes_per_example,
         "peak_bytes": peak,
         "static_bytes": per.static_bytes,
-        "temp_bytes": at_b.temp_bytes,
-        "argument_bytes": at_b.argument_bytes,
-        "output_bytes": at_b.output_bytes,
-        "flops": at_b.flops,
-        "compile_seconds": compile_seconds,
+        "temp_bytes": at_b.memory.temp_bytes,
+        "argument_bytes": at_b.memory.argument_bytes,
+        "output_bytes": at_b.memory.output_bytes,
+        "flops": at_b.memory.flops,
+        "compile_seconds": at_b.compile_seconds,
         "step_seconds": step_seconds,
-        "device": _device_name(),
+        "device": f"{spec.platform}:{at_b.device_kind}",
+        "target": at_b.target,
+        "device_kind": at_b.device_kind,
     }
     assert tuple(row) == ROW_FIELDS
     return row
-
-
-def _device_name() -> str:
-    device = jax.devices()[0]
-    return f"{device.platform}:{getattr(device, 'device_kind', '')}".rstrip(":")
 
 
 def _time_steps(name: str, kwargs: dict[str, Any], step: Any, abstract_args: tuple[Any, ...],
@@ -177,14 +223,16 @@ def _time_steps(name: str, kwargs: dict[str, Any], step: Any, abstract_args: tup
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """A readable fixed-width table of benchmark rows (memory in MiB)."""
-    header = (f"{'model':<14} {'mode':<10} {'params':>11} {'MiB/image':>10} {'peak MiB':>10} "
-              f"{'static MiB':>10} {'GFLOP':>8} {'compile s':>9} {'step s':>8}")
+    header = (f"{'model':<14} {'mode':<10} {'target':<8} {'device kind':<12} {'params':>11} "
+              f"{'MiB/image':>10} {'peak MiB':>10} {'static MiB':>10} {'GFLOP':>8} "
+              f"{'compile s':>9} {'step s':>8}")
     lines = [header, "-" * len(header)]
     for r in rows:
         flops = "-" if r["flops"] is None else f"{r['flops'] / 1e9:.1f}"
         step_s = "-" if r["step_seconds"] is None else f"{r['step_seconds']:.3f}"
         lines.append(
-            f"{r['model']:<14} {r['memory_mode']:<10} {r['params']:>11,} "
+            f"{r['model']:<14} {r['memory_mode']:<10} {r.get('target', '-'):<8} "
+            f"{r.get('device_kind', '-'):<12} {r['params']:>11,} "
             f"{r['bytes_per_image'] / MiB:>10.2f} {r['peak_bytes'] / MiB:>10.1f} "
             f"{r['static_bytes'] / MiB:>10.1f} {flops:>8} {r['compile_seconds']:>9.1f} "
             f"{step_s:>8}")

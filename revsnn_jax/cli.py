@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "demo": "revsnn_jax.commands.demo",
     "models": "revsnn_jax.commands.models",
     "memory": "revsnn_jax.commands.memory",
+    "plan": "revsnn_jax.commands.plan",
     "train": "revsnn_jax.commands.train",
     "eval": "revsnn_jax.commands.eval",
 }

@@ -15,18 +15,54 @@ nothing is allocated at full size. On GPU/TPU the allocator's measured peak
 Memory per example (docs/memory.md) is the slope of the peak between batch ``B`` and ``2B``:
 parameters, gradients and optimizer state do not grow with the batch, so they drop out, and
 "does not grow with depth" can be tested honestly. The intercept is the static memory.
+
+Targets (:data:`TARGETS`): the plan depends on the compiler, so :func:`compile_step`, the one
+function through which the CLI (``revsnn memory``, ``revsnn plan``), the benchmarks and
+:meth:`revsnn_jax.train.Trainer.memory_per_image` compile a step, takes a ``target``:
+
+* ``cpu`` -- XLA:CPU on this machine (the default of ``revsnn memory``);
+* ``gpu`` -- the local GPU (needs one, and jax's CUDA build: ``pip install -e ".[cuda]"``);
+* ``tpu-v4``, ``tpu-v5e``, ``tpu-v5p``, ``tpu-v6e`` -- one chip of that TPU generation,
+  compiled by the TPU compiler (libtpu) for a described TPU slice
+  (:func:`jax.experimental.topologies.get_topology_desc`) on a machine WITHOUT a TPU. This needs
+  the ``tpu`` extra (``pip install -e ".[tpu]"``: ``jax[tpu]``, a libtpu matching the installed
+  jax). The compile runs in a subprocess (``python -m revsnn_jax.tpu_compile``) with
+  ``JAX_PLATFORMS=cpu``, so this process never imports or initialises libtpu; the step is
+  described there by a :class:`StepProgram` (an importable builder and JSON arguments).
+
+TPU plans are cached on disk, keyed by the SHA-256 of the lowered program (StableHLO text), the
+target and the jax/jaxlib/libtpu versions: a plan compiled once is read back in milliseconds.
+JAX's own persistent compilation cache cannot serve here: it writes entries for these
+compile-only TPU executables but cannot load them back (jax 0.10.2: "PjRtCompiler must be
+constructed with a Client to call DeserializeLoadedExecutable"), so the memory plan itself
+(``memory_analysis()`` and FLOPs) is what is cached. Directory: ``$REVSNN_JAX_CACHE_DIR``, else
+``~/.cache/revsnn-jax/tpu-plans`` (``revsnn memory/plan --cache-dir``; ``--no-cache`` compiles
+afresh).
+
+HBM per chip (:data:`HBM_GIB`, used by ``revsnn plan``): v4 32 GiB, v5e 16 GiB, v5p 95 GiB,
+v6e 32 GiB (Google Cloud's published per-chip figures).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import importlib
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 
-__all__ = ["CompiledMemory", "PerExampleMemory", "analyse_compiled", "compiled_memory",
-           "device_peak_bytes", "per_example_memory"]
+__all__ = ["HBM_GIB", "TARGETS", "CompiledMemory", "PerExampleMemory", "StepPlan", "StepProgram",
+           "Target", "TargetUnavailableError", "analyse_compiled", "check_available",
+           "compile_step", "compiled_memory", "default_cache_dir", "device_peak_bytes",
+           "get_target", "keep_host_on_cpu", "per_example_memory"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,18 +145,19 @@ class PerExampleMemory:
 
 
 def per_example_memory(make_args: Callable[[int], tuple[Any, ...]],
-                       fn: Callable[..., Any], batch: int) -> PerExampleMemory:
+                       fn: Callable[..., Any], batch: int,
+                       target: str | None = None) -> PerExampleMemory:
     """Compile ``fn(*make_args(batch))`` and ``fn(*make_args(2 * batch))``; return both plans.
 
     ``make_args(b)`` returns the arguments at batch ``b`` (arrays or ``ShapeDtypeStruct``).
+    ``target``: ``None`` (jax's default device) or a local target (``cpu``/``gpu``); a TPU
+    target needs an importable builder (:class:`StepProgram`, :func:`compile_step`).
     """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    return PerExampleMemory(
-        batch=batch,
-        at_batch=compiled_memory(fn, *make_args(batch)),
-        at_double_batch=compiled_memory(fn, *make_args(2 * batch)),
-    )
+    at_b, at_2b = compile_step(StepProgram(lambda: (fn, make_args)), (batch, 2 * batch),
+                               target)
+    return PerExampleMemory(batch=batch, at_batch=at_b.memory, at_double_batch=at_2b.memory)
 
 
 def device_peak_bytes(device: jax.Device | None = None) -> int | None:
@@ -134,3 +171,301 @@ def device_peak_bytes(device: jax.Device | None = None) -> int | None:
         return None
     peak = stats.get("peak_bytes_in_use")
     return None if peak is None else int(peak)
+
+
+# --------------------------------------------------------------------------- targets
+#: HBM of one chip, GiB (Google Cloud's per-chip figures); ``revsnn plan``'s default budget.
+HBM_GIB: dict[str, float] = {"tpu-v4": 32, "tpu-v5e": 16, "tpu-v5p": 95, "tpu-v6e": 32}
+
+#: The TPU slice each target describes to the compiler; the plan is for its first chip.
+TPU_TOPOLOGIES: dict[str, str] = {"tpu-v4": "v4:2x2x1", "tpu-v5e": "v5e:2x2",
+                                  "tpu-v5p": "v5p:2x2x1", "tpu-v6e": "v6e:2x2"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where a step is compiled for: ``platform`` ``cpu``/``gpu`` (this machine's device) or
+    ``tpu`` (one chip of ``topology``, compiled without a TPU)."""
+
+    name: str
+    platform: str
+    topology: str | None = None
+    hbm_gib: float | None = None
+
+    @property
+    def hbm_bytes(self) -> int | None:
+        return None if self.hbm_gib is None else int(self.hbm_gib * 2 ** 30)
+
+
+TARGETS: dict[str, Target] = {
+    "cpu": Target("cpu", "cpu"),
+    "gpu": Target("gpu", "gpu"),
+    **{name: Target(name, "tpu", TPU_TOPOLOGIES[name], HBM_GIB[name]) for name in HBM_GIB},
+}
+
+
+class TargetUnavailableError(RuntimeError):
+    """The target cannot be compiled for on this machine; the message says what to install."""
+
+
+def get_target(name: str) -> Target:
+    """The :data:`TARGETS` entry ``name`` (``ValueError`` naming the choices otherwise)."""
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise ValueError(f"unknown target {name!r}; choose from {', '.join(TARGETS)}") from None
+
+
+def check_available(target: str | Target) -> Target:
+    """Fail at once (:class:`TargetUnavailableError`) when ``target`` cannot be compiled for here.
+
+    A TPU target needs libtpu to be installed; it is looked up without importing it.
+    """
+    target = get_target(target) if isinstance(target, str) else target
+    if target.platform == "tpu" and importlib.util.find_spec("libtpu") is None:
+        raise TargetUnavailableError(
+            f"target {target.name} needs the TPU compiler (libtpu), which is not installed; "
+            f"install the tpu extra: pip install -e \".[tpu]\" (or pip install "
+            f"\"jax[tpu]=={jax.__version__}\", the libtpu matching this jax)")
+    if target.platform == "gpu":
+        try:
+            jax.devices("gpu")
+        except RuntimeError:
+            raise TargetUnavailableError(
+                "target gpu compiles for this machine's GPU, and jax sees none; on a machine "
+                "with an NVIDIA GPU install the cuda extra: pip install -e \".[cuda]\"") from None
+    return target
+
+
+def keep_host_on_cpu() -> None:
+    """Select jax's CPU backend for this process (unless ``JAX_PLATFORMS`` is set), before any
+    backend starts: for a ``cpu`` or TPU target nothing else is needed here, and jax would
+    otherwise initialise every installed plugin, libtpu included (seconds, and error lines on a
+    machine without a TPU). No effect once jax's backends have started."""
+    if "JAX_PLATFORMS" not in os.environ:
+        jax.config.update("jax_platforms", "cpu")
+
+
+def default_cache_dir() -> pathlib.Path:
+    """Where TPU plans are cached: ``$REVSNN_JAX_CACHE_DIR``, else ``~/.cache/revsnn-jax/tpu-plans``."""
+    env = os.environ.get("REVSNN_JAX_CACHE_DIR")
+    return pathlib.Path(env) if env else pathlib.Path.home() / ".cache" / "revsnn-jax" / "tpu-plans"
+
+
+# --------------------------------------------------------------------------- compiling a step
+@dataclasses.dataclass(frozen=True)
+class StepProgram:
+    """A step to compile, as ``builder(**kwargs) -> (fn, make_args)``.
+
+    ``fn`` is the step (jitted with its donation, or a plain function, then jitted);
+    ``make_args(batch)`` returns its arguments at that batch (``ShapeDtypeStruct`` or arrays,
+    without sharding: :func:`compile_step` places them on the target's device). ``builder`` is
+    a callable (compiled in this process only) or ``"module:function"``, which TPU targets need:
+    their compile runs in a subprocess that imports the builder and calls it with ``kwargs``
+    (JSON values).
+    """
+
+    builder: str | Callable[..., tuple[Callable[..., Any], Callable[[int], tuple[Any, ...]]]]
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def build(self) -> tuple[Any, Callable[[int], tuple[Any, ...]]]:
+        builder = self.builder
+        if isinstance(builder, str):
+            module, _, attr = builder.partition(":")
+            builder = getattr(importlib.import_module(module), attr)
+        fn, make_args = builder(**self.kwargs)
+        return (fn if hasattr(fn, "trace") else jax.jit(fn)), make_args
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPlan:
+    """The compiled plan of a step at one batch for one target."""
+
+    batch: int
+    memory: CompiledMemory
+    target: str
+    device_kind: str
+    compile_seconds: float  # lowering + compiling (for a cached plan: when it was compiled)
+    cached: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"batch": self.batch, "memory": dataclasses.asdict(self.memory),
+                "target": self.target, "device_kind": self.device_kind,
+                "compile_seconds": self.compile_seconds, "cached": self.cached}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StepPlan:
+        return cls(batch=int(data["batch"]), memory=CompiledMemory(**data["memory"]),
+                   target=data["target"], device_kind=data["device_kind"],
+                   compile_seconds=float(data["compile_seconds"]), cached=bool(data["cached"]))
+
+
+def compile_step(program: StepProgram, batches: Sequence[int], target: str | None = "cpu", *,
+                 progress: Callable[[StepPlan], None] | None = None,
+                 cache_dir: str | os.PathLike | None = None,
+                 use_cache: bool = True) -> list[StepPlan]:
+    """THE way a step is compiled for its memory plan: ``program`` at each of ``batches``, for
+    ``target`` (a :data:`TARGETS` name, or ``None`` for jax's default device as it is).
+
+    ``cpu``/``gpu`` compile here. TPU targets compile in a subprocess (module docstring) whose
+    plans are cached in ``cache_dir`` (default :func:`default_cache_dir`; ``use_cache=False``
+    compiles afresh and stores nothing). ``progress`` is called with each plan as it comes.
+    Raises :class:`TargetUnavailableError` at once when the target cannot be compiled for here.
+    """
+    batches = [int(b) for b in batches]
+    if any(b < 1 for b in batches):
+        raise ValueError(f"batches must be >= 1, got {batches}")
+    if target is None:
+        fn, make_args = program.build()
+        device = jax.devices()[0]
+        return list(_compile_batches(fn, make_args, batches, None, device.platform,
+                                     _device_kind(device), None, progress=progress))
+    spec = check_available(target)
+    if spec.platform == "tpu":
+        directory = (cache_dir or default_cache_dir()) if use_cache else None
+        return _compile_tpu_subprocess(program, batches, spec, directory, progress)
+    fn, make_args = program.build()
+    device = jax.devices(spec.platform)[0]
+    # A target that is jax's default platform compiles exactly as jax's default device does.
+    place = None if device == jax.devices()[0] else device
+    return list(_compile_batches(fn, make_args, batches, place, spec.name, _device_kind(device),
+                                 None, progress=progress))
+
+
+def _device_kind(device: Any) -> str:
+    return str(getattr(device, "device_kind", "") or device.platform)
+
+
+def _placed(args: Any, device: Any) -> Any:
+    """Every array-like leaf of ``args`` as a ``ShapeDtypeStruct`` on ``device``."""
+    sharding = jax.sharding.SingleDeviceSharding(device)
+
+    def place(x: Any) -> Any:
+        if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+            return x
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding,
+                                    weak_type=bool(getattr(x, "weak_type", False)))
+
+    return jax.tree_util.tree_map(place, args)
+
+
+def _compile_batches(fn: Any, make_args: Callable[[int], tuple[Any, ...]],
+                     batches: Sequence[int], device: Any, target: str, device_kind: str,
+                     cache: _PlanCache | None, *, lowering_platforms: tuple[str, ...] | None = None,
+                     progress: Callable[[StepPlan], None] | None = None):
+    """Compile ``fn`` at each batch (arguments placed on ``device`` unless ``None``); yields plans."""
+    for batch in batches:
+        args = make_args(batch)
+        if device is not None:
+            args = _placed(args, device)
+        start = time.perf_counter()
+        traced = fn.trace(*args)
+        lowered = (traced.lower(lowering_platforms=lowering_platforms) if lowering_platforms
+                   else traced.lower())
+        key = cache.key(lowered) if cache is not None else None
+        hit = cache.get(key) if key is not None else None
+        if hit is not None:
+            plan = dataclasses.replace(hit, batch=batch, cached=True)
+        else:
+            mem = analyse_compiled(lowered.compile())
+            plan = StepPlan(batch=batch, memory=mem, target=target, device_kind=device_kind,
+                            compile_seconds=time.perf_counter() - start)
+            if key is not None:
+                cache.put(key, plan)
+        if progress is not None:
+            progress(plan)
+        yield plan
+
+
+class _PlanCache:
+    """Memory plans on disk, one JSON file per (program, target, compiler versions)."""
+
+    def __init__(self, directory: str | os.PathLike, target: Target) -> None:
+        self.directory = pathlib.Path(directory)
+        self.salt = json.dumps([target.name, target.topology, _compiler_versions(),
+                                os.environ.get("LIBTPU_INIT_ARGS", "")])
+
+    def key(self, lowered: Any) -> str:
+        import hashlib
+
+        digest = hashlib.sha256(self.salt.encode())
+        digest.update(lowered.as_text().encode())
+        return digest.hexdigest()
+
+    def get(self, key: str) -> StepPlan | None:
+        path = self.directory / f"{key}.json"
+        try:
+            return StepPlan.from_json(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):  # a torn or foreign file: compile again
+            return None
+
+    def put(self, key: str, plan: StepPlan) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / f".{key}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(plan.to_json()))
+        os.replace(tmp, self.directory / f"{key}.json")
+
+
+def _compiler_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {}
+    for dist in ("jax", "jaxlib", "libtpu"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = ""
+    return versions
+
+
+def _compile_tpu_subprocess(program: StepProgram, batches: Sequence[int], target: Target,
+                            cache_dir: str | os.PathLike | None,
+                            progress: Callable[[StepPlan], None] | None) -> list[StepPlan]:
+    """Run ``python -m revsnn_jax.tpu_compile`` with ``JAX_PLATFORMS=cpu``: the job as JSON on
+    its stdin, one JSON line per plan back on its stdout (its stderr, libtpu's chatter, is kept
+    and shown only if it fails)."""
+    import tempfile
+
+    if not isinstance(program.builder, str):
+        raise ValueError(f"target {target.name} compiles in a subprocess: give the step's builder "
+                         f"as 'module:function' (StepProgram), not {program.builder!r}")
+    job = {"builder": program.builder, "kwargs": dict(program.kwargs), "batches": list(batches),
+           "target": target.name, "cache_dir": None if cache_dir is None else str(cache_dir),
+           "x64": bool(jax.config.jax_enable_x64)}
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # host CPU/GPU flags
+    # ALLOW_MULTIPLE_LIBTPU_LOAD: libtpu may already be loaded by this process (jax initialises
+    # every installed plugin unless JAX_PLATFORMS says otherwise) and would hold its lock file.
+    env.update(JAX_PLATFORMS="cpu", ALLOW_MULTIPLE_LIBTPU_LOAD="1", TPU_SKIP_MDS_QUERY="1",
+               TPU_WORKER_HOSTNAMES="localhost",
+               PYTHONPATH=os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p))
+    plans: list[StepPlan] = []
+    error = None
+    with tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "revsnn_jax.tpu_compile"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                text=True, env=env)
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(job))
+        proc.stdin.close()
+        for line in proc.stdout:
+            try:
+                message = json.loads(line)
+            except ValueError:  # something else printed to stdout: not ours
+                continue
+            if message.get("event") == "plan":
+                plan = StepPlan.from_json(message["plan"])
+                plans.append(plan)
+                if progress is not None:
+                    progress(plan)
+            elif message.get("event") == "error":
+                error = message["message"]
+        code = proc.wait()
+        stderr.seek(0)
+        log = stderr.read()
+    if code != 0 or error is not None or len(plans) != len(batches):
+        tail = "\n".join(log.strip().splitlines()[-15:])
+        raise RuntimeError(f"compiling for {target.name} failed (exit status {code}): "
+                           f"{error or 'no error message'}\n{tail}")
+    return plans

@@ -616,7 +616,12 @@ class Trainer:
 
             from revsnn_jax import memory
 
-            return memory.per_example_memory(make_args, jax.jit(step), batch)
+            # The one compile path (revsnn_jax.memory.compile_step), for this run's device.
+            at_b, at_2b = memory.compile_step(
+                memory.StepProgram(lambda: (jax.jit(step), make_args)), (batch, 2 * batch),
+                target=None)
+            return memory.PerExampleMemory(batch=batch, at_batch=at_b.memory,
+                                           at_double_batch=at_2b.memory)
 
         this = measure(cfg.memory_mode)
         plain = this if cfg.memory_mode == "none" else measure("none")

@@ -6,11 +6,14 @@
   ``XLA_FLAGS``): the suite is dominated by compiling many small programs, which this makes
   2-4x faster, while XLA's memory plan and FLOP counts, which tests assert, do not depend on
   the LLVM level.
+* ``JAX_PLATFORMS=cpu`` (unless set): with the ``tpu`` extra installed jax would initialise
+  libtpu in every test process; TPU plans are compiled in their own subprocess.
 """
 
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # XLA_FLAGS must be set before the backend starts
 

@@ -8,7 +8,8 @@ from revsnn_jax import benchmark, cli
 
 FIELDS = {"model", "params", "batch", "time_steps", "image_size", "num_classes", "memory_mode",
           "bytes_per_image", "peak_bytes", "static_bytes", "temp_bytes", "argument_bytes",
-          "output_bytes", "flops", "compile_seconds", "step_seconds", "device"}
+          "output_bytes", "flops", "compile_seconds", "step_seconds", "device", "target",
+          "device_kind"}
 
 
 def test_models_json_lists_every_model_with_counted_params(capsys):
@@ -42,8 +43,10 @@ def test_memory_command_writes_rows_with_exact_fields(tmp_path, capsys):
             r["peak_bytes"] < r["temp_bytes"] + r["argument_bytes"] + r["output_bytes"])
         assert r["step_seconds"] is None and r["compile_seconds"] > 0
         assert isinstance(r["device"], str)
+        assert (r["target"], r["device_kind"], r["device"]) == ("cpu", "cpu", "cpu:cpu")
     assert plot.stat().st_size > 1000
-    assert "MiB/image" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "MiB/image" in out and "device kind" in out
 
 
 def test_memory_command_rejects_unknown_model_and_mode(capsys):

@@ -4,6 +4,11 @@ Compiles one full training step (forward, backward, SGD-momentum update) at batc
 ``2B`` for every model and memory mode, without allocating anything large (compile only unless
 ``--time``), and writes one JSON row per model x mode. The logic lives in
 :mod:`revsnn_jax.benchmark`.
+
+``--target`` picks the compiler (:data:`revsnn_jax.memory.TARGETS`): ``cpu`` (default), ``gpu``
+(this machine's GPU) or ``tpu-v4``/``tpu-v5e``/``tpu-v5p``/``tpu-v6e``: one chip of that TPU
+generation, compiled by libtpu on a machine without a TPU (needs ``pip install -e ".[tpu]"``;
+plans cached, see :mod:`revsnn_jax.memory`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import argparse
 import json
 
 from revsnn_jax.commands._args import UsageError, int_list, names_from, positive_int
+
+TARGET_NAMES = ("cpu", "gpu", "tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e")
 
 HELP = "training memory per image (slope B -> 2B of the compiled step's peak) per model and mode"
 MEMORY_MODES = ("reversible", "checkpoint", "none")
@@ -50,6 +57,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the rows to this JSON file (rewritten after every row)")
     parser.add_argument("--plot", default=None, metavar="PATH",
                         help="PNG of memory per image against depth for both families")
+    add_target_arguments(parser)
+
+
+def add_target_arguments(parser: argparse.ArgumentParser, default: str | None = "cpu") -> None:
+    """``--target``, ``--cache-dir``, ``--no-cache`` (shared with ``revsnn plan``)."""
+    parser.add_argument("--target", type=_target_name, default=default,
+                        required=default is None,
+                        help=f"compile for: cpu (this machine{', default' if default else ''}), "
+                        "gpu (this machine's "
+                        "GPU), tpu-v4, tpu-v5e, tpu-v5p, tpu-v6e (one chip, compiled by libtpu "
+                        "without a TPU; needs pip install -e '.[tpu]')")
+    parser.add_argument("--cache-dir", default=None, metavar="DIR",
+                        help="where TPU plans are cached (default $REVSNN_JAX_CACHE_DIR, else "
+                        "~/.cache/revsnn-jax/tpu-plans)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="compile TPU plans afresh and store nothing")
+
+
+def _target_name(text: str) -> str:
+    return names_from(TARGET_NAMES, "target")(text)[0] if "," not in text else _one_target(text)
+
+
+def _one_target(text: str) -> str:
+    raise argparse.ArgumentTypeError(f"one target, got {text!r}; choose from "
+                                     f"{', '.join(TARGET_NAMES)}")
+
+
+def check_target(name: str) -> None:
+    """A target this machine cannot compile for (no libtpu, no GPU): a usage error, at once.
+    For ``cpu`` and TPU targets this process keeps to jax's CPU backend (never libtpu)."""
+    from revsnn_jax import memory
+
+    if name != "gpu":
+        memory.keep_host_on_cpu()
+    try:
+        memory.check_available(name)
+    except memory.TargetUnavailableError as err:
+        raise UsageError(f"argument --target: {err}") from err
+
+
+def print_plan(plan) -> None:
+    """One progress line per compile."""
+    how = "cached" if plan.cached else f"{plan.compile_seconds:.1f} s"
+    print(f"  compiled batch {plan.batch} for {plan.target} ({plan.device_kind}): "
+          f"peak {plan.memory.peak_bytes / 2**20:.1f} MiB ({how})", flush=True)
 
 
 def _check_model_kwargs(names: tuple[str, ...], model_kwargs: dict) -> None:
@@ -71,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
     from revsnn_jax.models import get_info
 
     names, requested = args.models, args.memory_modes
+    check_target(args.target)
+    if args.time and args.target.startswith("tpu"):
+        raise UsageError(f"argument --time: runs the step, and target {args.target} only "
+                         "compiles it (use --target cpu or gpu)")
     model_kwargs = {}
     if args.widths:
         model_kwargs["widths"] = args.widths
@@ -91,9 +147,11 @@ def run(args: argparse.Namespace) -> int:
             row = benchmark.measure_training_step(
                 name, batch=args.batch, time_steps=args.time_steps, image_size=args.image_size,
                 num_classes=args.num_classes, memory_mode=mode, time_it=args.time,
-                timed_steps=args.timed_steps, model_kwargs=model_kwargs)
+                timed_steps=args.timed_steps, model_kwargs=model_kwargs, target=args.target,
+                progress=print_plan, cache_dir=args.cache_dir, use_cache=not args.no_cache)
             rows.append(row)
-            print(f"{name} / {mode}: {row['bytes_per_image'] / 2**20:.2f} MiB per image "
+            print(f"{name} / {mode} on {row['target']} ({row['device_kind']}): "
+                  f"{row['bytes_per_image'] / 2**20:.2f} MiB per image "
                   f"(compiled in {row['compile_seconds']:.1f} s)", flush=True)
             if args.json_path:
                 with open(args.json_path, "w") as fh:
