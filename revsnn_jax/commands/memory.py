@@ -35,20 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated registered names, e.g. revsresnet37,msresnet34")
     parser.add_argument("--batch", type=positive_int, default=32,
                         help="B; the slope uses B and 2B")
-    parser.add_argument("--time-steps", type=positive_int, default=None,
-                        help="T (default: the model's)")
-    parser.add_argument("--image-size", type=positive_int, default=None,
-                        help="square input size (default: the model's)")
-    parser.add_argument("--num-classes", type=positive_int, default=None,
-                        help="classes (default: the model's)")
-    parser.add_argument("--memory-modes", type=names_from(MEMORY_MODES, "memory mode"),
-                        default=(), help="comma-separated subset of reversible,checkpoint,none "
-                        "(default: reversible,none for reversible models, none,checkpoint "
-                        "otherwise); modes a model does not offer are skipped")
-    parser.add_argument("--widths", type=int_list, default=None,
-                        help="override stage widths, e.g. 8,16 (reduced models)")
-    parser.add_argument("--blocks", type=int_list, default=None,
-                        help="override blocks per stage, e.g. 1,2")
+    add_memory_modes_argument(parser, "; modes a model does not offer are skipped")
+    add_model_shape_arguments(parser)
     parser.add_argument("--time", action="store_true",
                         help="also run the step on random data and report the median step time")
     parser.add_argument("--timed-steps", type=positive_int, default=5,
@@ -58,6 +46,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", default=None, metavar="PATH",
                         help="PNG of memory per image against depth for both families")
     add_target_arguments(parser)
+
+
+def add_memory_modes_argument(parser: argparse.ArgumentParser, extra_help: str = "") -> None:
+    """``--memory-modes`` (shared with ``revsnn plan``)."""
+    parser.add_argument("--memory-modes", type=names_from(MEMORY_MODES, "memory mode"),
+                        default=(), help="comma-separated subset of reversible,checkpoint,none "
+                        "(default: reversible,none for reversible models, none,checkpoint "
+                        f"otherwise){extra_help}")
+
+
+def add_model_shape_arguments(parser: argparse.ArgumentParser, blocks_help: str = "") -> None:
+    """``--time-steps``, ``--image-size``, ``--num-classes``, ``--widths``, ``--blocks``
+    (shared with ``revsnn plan``)."""
+    parser.add_argument("--time-steps", type=positive_int, default=None,
+                        help="T (default: the model's)")
+    parser.add_argument("--image-size", type=positive_int, default=None,
+                        help="square input size (default: the model's)")
+    parser.add_argument("--num-classes", type=positive_int, default=None,
+                        help="classes (default: the model's)")
+    parser.add_argument("--widths", type=int_list, default=None,
+                        help="override stage widths, e.g. 8,16 (reduced models)")
+    parser.add_argument("--blocks", type=int_list, default=None,
+                        help=f"override blocks per stage, e.g. 1,2{blocks_help}")
 
 
 def add_target_arguments(parser: argparse.ArgumentParser, default: str | None = "cpu") -> None:

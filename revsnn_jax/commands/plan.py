@@ -20,7 +20,6 @@ import json
 
 from revsnn_jax.commands._args import (
     UsageError,
-    int_list,
     names_from,
     positive_float,
     positive_int,
@@ -29,6 +28,8 @@ from revsnn_jax.commands.memory import (
     MEMORY_MODES,
     _check_model_kwargs,
     _model_names,
+    add_memory_modes_argument,
+    add_model_shape_arguments,
     add_target_arguments,
     check_target,
 )
@@ -49,10 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=_one_model,
                         help="a registered name, e.g. revsresnet37")
     add_target_arguments(parser, default=None)
-    parser.add_argument("--memory-modes", type=names_from(MEMORY_MODES, "memory mode"),
-                        default=(), help="comma-separated subset of reversible,checkpoint,none "
-                        "(default: reversible,none for reversible models, none,checkpoint "
-                        "otherwise)")
+    add_memory_modes_argument(parser)
     parser.add_argument("--hbm-gib", type=positive_float, default=None,
                         help="memory budget of one chip in GiB (default: the target's HBM: "
                         "tpu-v4 32, tpu-v5e 16, tpu-v5p 95, tpu-v6e 32; gpu: the device's "
@@ -66,17 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the batch of a --sweep (required with it)")
     parser.add_argument("--max", dest="limit", type=positive_int, default=None,
                         help="stop a --sweep at this value (report it if it still fits)")
-    parser.add_argument("--time-steps", type=positive_int, default=None,
-                        help="T (default: the model's)")
-    parser.add_argument("--image-size", type=positive_int, default=None,
-                        help="square input size (default: the model's)")
-    parser.add_argument("--num-classes", type=positive_int, default=None,
-                        help="classes (default: the model's)")
-    parser.add_argument("--widths", type=int_list, default=None,
-                        help="override stage widths, e.g. 8,16 (reduced models)")
-    parser.add_argument("--blocks", type=int_list, default=None,
-                        help="override blocks per stage, e.g. 1,2 (with --sweep blocks: the "
-                        "first value tried is its largest entry)")
+    add_model_shape_arguments(parser, " (with --sweep blocks: the first value tried is its "
+                              "largest entry)")
     parser.add_argument("--json", dest="json_path", default=None, metavar="PATH",
                         help="write the rows to this JSON file (rewritten after every row)")
 
