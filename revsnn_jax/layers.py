@@ -172,8 +172,7 @@ def batch_norm_train(x: Array, scale: Array, bias: Array, epsilon: float) -> Arr
         d bias  = sum(dy)            d scale = sum(dy * x_hat)
         dx = r * (scale * dy - mean(scale * dy) - x_hat * mean(scale * dy * x_hat))
     """
-    mean, var = _batch_stats(x)
-    return (x - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias
+    return _batch_norm_train_fwd(x, scale, bias, epsilon)[0]
 
 
 def _batch_norm_train_fwd(x, scale, bias, epsilon):
