@@ -337,7 +337,8 @@ def is_refusal(error: BaseException) -> bool:
 def compile_step(program: StepProgram, batches: Sequence[int], target: str | None = "cpu", *,
                  progress: Callable[[StepPlan], None] | None = None,
                  cache_dir: str | os.PathLike | None = None,
-                 use_cache: bool = True, allow_refusal: bool = False) -> list[StepPlan]:
+                 use_cache: bool = True, allow_refusal: bool = False,
+                 dump_dir: str | os.PathLike | None = None) -> list[StepPlan]:
     """THE way a step is compiled for its memory plan: ``program`` at each of ``batches``, for
     ``target`` (a :data:`TARGETS` name, or ``None`` for jax's default device as it is).
 
@@ -351,8 +352,13 @@ def compile_step(program: StepProgram, batches: Sequence[int], target: str | Non
     other batches are compiled as usual. With ``allow_refusal=False`` (default) such a plan
     raises :class:`DoesNotFitError` once every batch is compiled (it carries all the plans);
     with ``True`` the refused plans are returned (``revsnn plan`` counts them as "does not fit").
+
+    ``dump_dir``: also write the compiler's own account of each batch's program to
+    ``dump_dir/batch<B>/`` (XLA's ``xla_dump_to``: the optimised HLO with its layouts, the buffer
+    assignment, the live buffers at the peak, a memory-usage report); such a compile skips the
+    cache's read (a cached plan has no dump).
     """
-    plans = _compile_step(program, batches, target, progress, cache_dir, use_cache)
+    plans = _compile_step(program, batches, target, progress, cache_dir, use_cache, dump_dir)
     refused = [p for p in plans if not p.fits_device]
     if refused and not allow_refusal:
         first = refused[0]
@@ -370,7 +376,8 @@ def _first_line(text: str | None) -> str:
 
 def _compile_step(program: StepProgram, batches: Sequence[int], target: str | None,
                   progress: Callable[[StepPlan], None] | None,
-                  cache_dir: str | os.PathLike | None, use_cache: bool) -> list[StepPlan]:
+                  cache_dir: str | os.PathLike | None, use_cache: bool,
+                  dump_dir: str | os.PathLike | None = None) -> list[StepPlan]:
     batches = [int(b) for b in batches]
     if any(b < 1 for b in batches):
         raise ValueError(f"batches must be >= 1, got {batches}")
@@ -378,17 +385,18 @@ def _compile_step(program: StepProgram, batches: Sequence[int], target: str | No
         fn, make_args = program.build()
         device = jax.devices()[0]
         return list(_compile_batches(fn, make_args, batches, None, device.platform,
-                                     _device_kind(device), None, progress=progress))
+                                     _device_kind(device), None, progress=progress,
+                                     dump_dir=dump_dir))
     spec = check_available(target)
     if spec.platform == "tpu":
         directory = (cache_dir or default_cache_dir()) if use_cache else None
-        return _compile_tpu_subprocess(program, batches, spec, directory, progress)
+        return _compile_tpu_subprocess(program, batches, spec, directory, progress, dump_dir)
     fn, make_args = program.build()
     device = jax.devices(spec.platform)[0]
     # A target that is jax's default platform compiles exactly as jax's default device does.
     place = None if device == jax.devices()[0] else device
     return list(_compile_batches(fn, make_args, batches, place, spec.name, _device_kind(device),
-                                 None, progress=progress))
+                                 None, progress=progress, dump_dir=dump_dir))
 
 
 def _device_kind(device: Any) -> str:
@@ -411,7 +419,8 @@ def _placed(args: Any, device: Any) -> Any:
 def _compile_batches(fn: Any, make_args: Callable[[int], tuple[Any, ...]],
                      batches: Sequence[int], device: Any, target: str, device_kind: str,
                      cache: _PlanCache | None, *, lowering_platforms: tuple[str, ...] | None = None,
-                     progress: Callable[[StepPlan], None] | None = None):
+                     progress: Callable[[StepPlan], None] | None = None,
+                     dump_dir: str | os.PathLike | None = None):
     """Compile ``fn`` at each batch (arguments placed on ``device`` unless ``None``); yields plans."""
     for batch in batches:
         args = make_args(batch)
@@ -422,13 +431,15 @@ def _compile_batches(fn: Any, make_args: Callable[[int], tuple[Any, ...]],
         lowered = (traced.lower(lowering_platforms=lowering_platforms) if lowering_platforms
                    else traced.lower())
         key = cache.key(lowered) if cache is not None else None
-        hit = cache.get(key) if key is not None else None
+        hit = cache.get(key) if key is not None and dump_dir is None else None
         if hit is not None:
             plan = dataclasses.replace(hit, batch=batch, cached=True)
         else:
             mem, refused = None, None
             try:
-                mem = analyse_compiled(lowered.compile())
+                options = (None if dump_dir is None else
+                           {"xla_dump_to": str(pathlib.Path(dump_dir) / f"batch{batch}")})
+                mem = analyse_compiled(lowered.compile(compiler_options=options))
             except Exception as err:  # the compiler's refusal is an answer, not a failure
                 if not is_refusal(err):
                     raise
@@ -487,7 +498,8 @@ def _compiler_versions() -> dict[str, str]:
 
 def _compile_tpu_subprocess(program: StepProgram, batches: Sequence[int], target: Target,
                             cache_dir: str | os.PathLike | None,
-                            progress: Callable[[StepPlan], None] | None) -> list[StepPlan]:
+                            progress: Callable[[StepPlan], None] | None,
+                            dump_dir: str | os.PathLike | None = None) -> list[StepPlan]:
     """Run ``python -m revsnn_jax.tpu_compile`` with ``JAX_PLATFORMS=cpu``: the job as JSON on
     its stdin, one JSON line per plan back on its stdout (its stderr, libtpu's chatter, is kept
     and shown only if it fails)."""
@@ -498,7 +510,8 @@ def _compile_tpu_subprocess(program: StepProgram, batches: Sequence[int], target
                          f"as 'module:function' (StepProgram), not {program.builder!r}")
     job = {"builder": program.builder, "kwargs": dict(program.kwargs), "batches": list(batches),
            "target": target.name, "cache_dir": None if cache_dir is None else str(cache_dir),
-           "x64": bool(jax.config.jax_enable_x64)}
+           "x64": bool(jax.config.jax_enable_x64),
+           "dump_dir": None if dump_dir is None else str(pathlib.Path(dump_dir).resolve())}
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # host CPU/GPU flags
     # ALLOW_MULTIPLE_LIBTPU_LOAD: libtpu may already be loaded by this process (jax initialises
     # every installed plugin unless JAX_PLATFORMS says otherwise) and would hold its lock file.

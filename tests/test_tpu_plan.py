@@ -163,6 +163,17 @@ def test_a_refused_batch_does_not_lose_the_other_batches(monkeypatch):
     assert [p.fits_device for p in info.value.plans] == [True, True, False]
 
 
+def test_dump_dir_writes_the_compilers_buffer_assignment_per_batch(tmp_path):
+    """``compile_step(..., dump_dir=D)``: XLA's dump of each batch's program in ``D/batch<B>``,
+    with the buffer assignment (what the plan's bytes are made of)."""
+    plans = memory.compile_step(_vector_program(), [1, 3], "cpu", dump_dir=tmp_path)
+    assert [p.batch for p in plans] == [1, 3]
+    for batch in (1, 3):
+        names = [f.name for f in (tmp_path / f"batch{batch}").iterdir()]
+        assert any(n.endswith("buffer-assignment.txt") for n in names), names
+        assert any(n.endswith("after_optimizations.txt") for n in names), names
+
+
 def test_plan_and_memory_commands_treat_a_refusal_as_does_not_fit(monkeypatch, tmp_path,
                                                                   capsys):
     """``revsnn plan`` with a budget that alone would allow a larger batch, on a compiler that
