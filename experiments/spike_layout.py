@@ -20,6 +20,11 @@ in the target's layout) and the step's peak memory per example (slope between ``
 Every layout gives the same gradients (checked on CPU, float32, against autodiff).
 
     python experiments/spike_layout.py --json experiments/results/spike_layout.json
+    python experiments/spike_layout.py --model revsresnet21 --model-kwargs \
+        '{"widths": [64], "blocks": [1]}' --batch 16 --json experiments/results/spike_layout_model.json
+
+``--model``: instead of the layer chain, a registered model's training step (slope B -> 2B)
+with its spike convolutions (:func:`revsnn_jax.bitpack.spike_conv`) keeping each layout.
 """
 
 from __future__ import annotations
@@ -58,7 +63,8 @@ def pack(s, layout):
     if layout == "channels":
         return _pack_last(bits.reshape(n, h, w, c // 8, 8))
     if layout == "width":
-        return _pack_last(jnp.moveaxis(bits.reshape(n, h, w // 8, 8, c), 3, -1))
+        bits = jnp.pad(bits, ((0, 0), (0, 0), (0, (-w) % 8), (0, 0)))
+        return _pack_last(jnp.moveaxis(bits.reshape(n, h, -1, 8, c), 3, -1))
     if layout == "flat":
         flat = bits.reshape(-1)
         flat = jnp.pad(flat, (0, (-flat.size) % 1024))
@@ -75,7 +81,7 @@ def unpack(packed, layout, shape, dtype):
     if layout == "channels":
         bits = _unpack_last(packed).reshape(shape)
     elif layout == "width":
-        bits = jnp.moveaxis(_unpack_last(packed), -1, 3).reshape(shape)
+        bits = jnp.moveaxis(_unpack_last(packed), -1, 3).reshape(n, h, -1, c)[:, :, :w]
     else:
         bits = _unpack_last(packed).reshape(-1)[:n * h * w * c].reshape(shape)
     return bits.astype(dtype)
@@ -141,6 +147,24 @@ def residual_program(layout: str, channels: int, size: int):
     return jax.jit(lambda s: pack(s, layout)), make_args
 
 
+def model_step_program(layout: str, **kwargs):
+    """A ``StepProgram`` builder: a registered model's training step
+    (:func:`revsnn_jax.benchmark.training_step_program` with ``kwargs``) whose spike
+    convolutions (:func:`revsnn_jax.bitpack.spike_conv`) keep their input in ``layout``."""
+    from revsnn_jax import benchmark, bitpack
+
+    def fwd(op, s, kernel):
+        return op(s, kernel), (pack(s, layout), kernel, jnp.zeros((0, *s.shape), jnp.uint8))
+
+    def bwd(op, residuals, dy):
+        packed, kernel, shape = residuals
+        s = tie(unpack(packed, layout, shape.shape[1:], dy.dtype), dy)
+        return jax.vjp(op, s, kernel)[1](dy)
+
+    bitpack._spike_apply.defvjp(fwd, bwd)  # this process only: the compile worker's
+    return benchmark.training_step_program(**kwargs)
+
+
 def check_gradients(channels=16, size=8, batch=3):
     x = jax.random.normal(jax.random.key(0), (batch, size, size, channels))
     ks = [0.3 * jax.random.normal(jax.random.key(i + 1), (3, 3, channels, channels))
@@ -173,12 +197,38 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=64, help="B of the slope B -> 2B "
                         "(T x images: 64 is 16 CIFAR images at T = 4)")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--model", default=None, help="instead: this registered model's "
+                        "training step, its spike convolutions keeping each layout")
+    parser.add_argument("--model-kwargs", default="{}", help="JSON constructor arguments, "
+                        'e.g. \'{"widths": [64], "blocks": [1]}\'')
+    parser.add_argument("--time-steps", type=int, default=4)
+    parser.add_argument("--layouts", default=",".join(LAYOUTS))
     args = parser.parse_args()
     module = "spike_layout"  # imported by name by the TPU compile worker
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     memory.keep_host_on_cpu()
     print("gradient max |layout - float|:", check_gradients(), flush=True)
     rows = []
+    if args.model:
+        for target in args.targets.split(","):
+            for layout in args.layouts.split(","):
+                kw = dict(layout=layout, name=args.model, time_steps=args.time_steps,
+                          image_size=args.size, num_classes=10,
+                          memory_mode="reversible" if "rev" in args.model else "none",
+                          model_kwargs=json.loads(args.model_kwargs))
+                b0, b1 = memory.compile_step(memory.StepProgram(
+                    f"{module}:model_step_program", kw), [args.batch, 2 * args.batch], target)
+                row = {"target": target, "layout": layout, **kw,
+                       "step_peak_bytes": [b0.memory.peak_bytes, b1.memory.peak_bytes],
+                       "step_bytes_per_example":
+                           (b1.memory.peak_bytes - b0.memory.peak_bytes) / args.batch}
+                rows.append(row)
+                print(f"{target:8} {args.model} {layout:9} peak "
+                      f"{b0.memory.peak_bytes / 2**20:.1f} / {b1.memory.peak_bytes / 2**20:.1f} "
+                      f"MiB; {row['step_bytes_per_example'] / 2**20:.3f} MiB/image", flush=True)
+                if args.json:
+                    pathlib.Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        return 0
     for target in args.targets.split(","):
         for channels in (int(c) for c in args.channels.split(",")):
             for layout in LAYOUTS:
