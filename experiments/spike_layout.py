@@ -93,21 +93,28 @@ def _conv(s, k):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def layout_conv(layout, s, k):
-    return _conv(s, k)
+def _apply(how, s, k):
+    op, _ = how
+    return op(s, k)
 
 
-def _fwd(layout, s, k):
-    return _conv(s, k), (pack(s, layout), k, jnp.zeros((0, *s.shape), jnp.uint8))
+def _apply_fwd(how, s, k):
+    op, layout = how
+    return op(s, k), (pack(s, layout), k, jnp.zeros((0, *s.shape), jnp.uint8))
 
 
-def _bwd(layout, res, dy):
-    packed, k, shape = res
+def _apply_bwd(how, res, dy):
+    (op, layout), (packed, k, shape) = how, res
     s = tie(unpack(packed, layout, shape.shape[1:], dy.dtype), dy)
-    return jax.vjp(_conv, s, k)[1](dy)
+    return jax.vjp(op, s, k)[1](dy)
 
 
-layout_conv.defvjp(_fwd, _bwd)
+_apply.defvjp(_apply_fwd, _apply_bwd)
+
+
+def layout_conv(layout, s, k):
+    """A 3x3 convolution whose backward keeps its 0/1 input ``s`` in ``layout``."""
+    return _apply((_conv, layout), s, k)
 
 
 @jax.custom_vjp
@@ -153,15 +160,9 @@ def model_step_program(layout: str, **kwargs):
     convolutions (:func:`revsnn_jax.bitpack.spike_conv`) keep their input in ``layout``."""
     from revsnn_jax import benchmark, bitpack
 
-    def fwd(op, s, kernel):
-        return op(s, kernel), (pack(s, layout), kernel, jnp.zeros((0, *s.shape), jnp.uint8))
-
-    def bwd(op, residuals, dy):
-        packed, kernel, shape = residuals
-        s = tie(unpack(packed, layout, shape.shape[1:], dy.dtype), dy)
-        return jax.vjp(op, s, kernel)[1](dy)
-
-    bitpack._spike_apply.defvjp(fwd, bwd)  # this process only: the compile worker's
+    bitpack._spike_apply.defvjp(  # this process only: the compile worker's
+        lambda op, s, k: _apply_fwd((op, layout), s, k),
+        lambda op, res, dy: _apply_bwd((op, layout), res, dy))
     return benchmark.training_step_program(**kwargs)
 
 
@@ -209,49 +210,45 @@ def main() -> int:
     memory.keep_host_on_cpu()
     print("gradient max |layout - float|:", check_gradients(), flush=True)
     rows = []
-    if args.model:
-        for target in args.targets.split(","):
+
+    def step_row(program, target, row):
+        b0, b1 = memory.compile_step(program, [args.batch, 2 * args.batch], target)
+        row.update(step_peak_bytes=[b0.memory.peak_bytes, b1.memory.peak_bytes],
+                   step_bytes_per_example=(b1.memory.peak_bytes - b0.memory.peak_bytes)
+                   / args.batch)
+        rows.append(row)
+        if args.json:
+            pathlib.Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        return row
+
+    for target in args.targets.split(","):
+        if args.model:
             for layout in args.layouts.split(","):
                 kw = dict(layout=layout, name=args.model, time_steps=args.time_steps,
                           image_size=args.size, num_classes=10,
                           memory_mode="reversible" if "rev" in args.model else "none",
                           model_kwargs=json.loads(args.model_kwargs))
-                b0, b1 = memory.compile_step(memory.StepProgram(
-                    f"{module}:model_step_program", kw), [args.batch, 2 * args.batch], target)
-                row = {"target": target, "layout": layout, **kw,
-                       "step_peak_bytes": [b0.memory.peak_bytes, b1.memory.peak_bytes],
-                       "step_bytes_per_example":
-                           (b1.memory.peak_bytes - b0.memory.peak_bytes) / args.batch}
-                rows.append(row)
-                print(f"{target:8} {args.model} {layout:9} peak "
-                      f"{b0.memory.peak_bytes / 2**20:.1f} / {b1.memory.peak_bytes / 2**20:.1f} "
-                      f"MiB; {row['step_bytes_per_example'] / 2**20:.3f} MiB/image", flush=True)
-                if args.json:
-                    pathlib.Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
-        return 0
-    for target in args.targets.split(","):
+                row = step_row(memory.StepProgram(f"{module}:model_step_program", kw), target,
+                               {"target": target, **kw})
+                peaks = row["step_peak_bytes"]
+                print(f"{target:8} {args.model} {layout:9} peak {peaks[0] / 2**20:.1f} / "
+                      f"{peaks[1] / 2**20:.1f} MiB; "
+                      f"{row['step_bytes_per_example'] / 2**20:.3f} MiB/image", flush=True)
+            continue
         for channels in (int(c) for c in args.channels.split(",")):
-            for layout in LAYOUTS:
+            for layout in args.layouts.split(","):
                 kw = dict(layout=layout, channels=channels, size=args.size)
                 (res,) = memory.compile_step(memory.StepProgram(
                     f"{module}:residual_program", kw), [args.batch], target)
-                b0, b1 = memory.compile_step(memory.StepProgram(
-                    f"{module}:step_program", dict(kw, layers=args.layers)),
-                    [args.batch, 2 * args.batch], target)
                 elems = args.batch * args.size * args.size * channels
-                row = {"target": target, "channels": channels, "layout": layout,
-                       "batch": args.batch, "layers": args.layers, "size": args.size,
-                       "residual_bytes": res.memory.output_bytes,
-                       "residual_bits_per_spike": 8 * res.memory.output_bytes / elems,
-                       "step_peak_bytes": [b0.memory.peak_bytes, b1.memory.peak_bytes],
-                       "step_bytes_per_example":
-                           (b1.memory.peak_bytes - b0.memory.peak_bytes) / args.batch}
-                rows.append(row)
+                row = step_row(memory.StepProgram(f"{module}:step_program",
+                                                  dict(kw, layers=args.layers)), target, {
+                    "target": target, **kw, "batch": args.batch, "layers": args.layers,
+                    "residual_bytes": res.memory.output_bytes,
+                    "residual_bits_per_spike": 8 * res.memory.output_bytes / elems})
                 print(f"{target:8} C={channels:<4} {layout:9} kept spikes "
                       f"{row['residual_bits_per_spike']:6.2f} bits/spike; step "
                       f"{row['step_bytes_per_example'] / 2**10:9.1f} KiB/example", flush=True)
-                if args.json:
-                    pathlib.Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0
 
 
