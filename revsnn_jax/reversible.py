@@ -78,6 +78,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from revsnn_jax import remat
+from revsnn_jax.modes import MEMORY_MODES
 from revsnn_jax.nnx_utils import sow_intermediate
 from revsnn_jax.ties import tie
 
@@ -93,7 +94,6 @@ __all__ = [
     "reversible_stage_inverse",
 ]
 
-MEMORY_MODES = ("reversible", "checkpoint", "none")
 BACKWARDS = ("streamlined", "naive")
 
 PyTree = Any

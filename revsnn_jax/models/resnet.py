@@ -43,13 +43,14 @@ from revsnn_jax.layers import (
     BatchNorm,
     Conv2d,
     Linear,
-    SpikingNeuron,
     avg_pool,
     global_avg_pool,
     max_pool,
     run_blocks,
 )
 from revsnn_jax.models.registry import register
+from revsnn_jax.modes import PLAIN_MEMORY_MODES
+from revsnn_jax.neuron_modules import from_config
 from revsnn_jax.neurons import NeuronConfig
 from revsnn_jax.reversible import ReversibleSequence, check_memory_mode
 
@@ -83,8 +84,6 @@ CIFAR_NEURON = NeuronConfig(kind="if", v_threshold=1.0, v_reset=0.0, detach_rese
 DVS_NEURON = NeuronConfig(kind="lif", tau=1.5, v_threshold=1.0, v_reset=0.0, decay_input=True,
                           detach_reset=True, surrogate=surrogate.sigmoid(4.0))
 
-MS_MEMORY_MODES = ("none", "checkpoint")
-
 
 # --------------------------------------------------------------------------- building blocks
 class ResidualBranch(nnx.Module):
@@ -96,11 +95,11 @@ class ResidualBranch(nnx.Module):
 
     def __init__(self, planes: int, neuron: NeuronConfig, *, param_dtype: Dtype = jnp.float32,
                  rngs: nnx.Rngs) -> None:
-        self.sn1 = SpikingNeuron(neuron)
+        self.sn1 = from_config(neuron)
         self.conv1 = Conv2d(planes, planes, 3, padding=1, spike_input=True,
                             param_dtype=param_dtype, rngs=rngs)
         self.bn1 = BatchNorm(planes, param_dtype=param_dtype)
-        self.sn2 = SpikingNeuron(neuron)
+        self.sn2 = from_config(neuron)
         self.conv2 = Conv2d(planes, planes, 3, padding=1, spike_input=True,
                             param_dtype=param_dtype, rngs=rngs)
         self.bn2 = BatchNorm(planes, param_dtype=param_dtype)
@@ -120,7 +119,7 @@ class DownSample(nnx.Module):
 
     def __init__(self, in_features: int, out_features: int, neuron: NeuronConfig, *,
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> None:
-        self.sn = SpikingNeuron(neuron)
+        self.sn = from_config(neuron)
         self.conv = Conv2d(in_features, out_features, 1, param_dtype=param_dtype, rngs=rngs)
         self.bn = BatchNorm(out_features, param_dtype=param_dtype)
 
@@ -183,7 +182,7 @@ class SpikingHead(nnx.Module):
 
     def __init__(self, in_features: int, num_classes: int, neuron: NeuronConfig, *,
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> None:
-        self.sn = SpikingNeuron(neuron)
+        self.sn = from_config(neuron)
         self.fc = Linear(in_features, num_classes, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: Array | Halves) -> Array:
@@ -203,17 +202,17 @@ class MSBasicBlock(nnx.Module):
 
     def __init__(self, in_features: int, out_features: int, neuron: NeuronConfig, *,
                  stride: int = 1, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> None:
-        self.sn1 = SpikingNeuron(neuron)
+        self.sn1 = from_config(neuron)
         self.conv1 = Conv2d(in_features, out_features, 3, stride=stride, padding=1,
                             spike_input=True, param_dtype=param_dtype, rngs=rngs)
         self.bn1 = BatchNorm(out_features, param_dtype=param_dtype)
-        self.sn2 = SpikingNeuron(neuron)
+        self.sn2 = from_config(neuron)
         self.conv2 = Conv2d(out_features, out_features, 3, padding=1, spike_input=True,
                             param_dtype=param_dtype, rngs=rngs)
         self.bn2 = BatchNorm(out_features, param_dtype=param_dtype)
         self.has_shortcut = stride != 1 or in_features != out_features
         if self.has_shortcut:
-            self.shortcut_sn = SpikingNeuron(neuron)
+            self.shortcut_sn = from_config(neuron)
             self.shortcut_conv = Conv2d(in_features, out_features, 1, stride=stride,
                                         spike_input=True, param_dtype=param_dtype, rngs=rngs)
             self.shortcut_bn = BatchNorm(out_features, param_dtype=param_dtype)
@@ -304,7 +303,7 @@ class MSResNet(nnx.Module):
                  event_input: bool = False, memory_mode: str = "none",
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> None:
         blocks, widths = _check_stages(blocks, widths)
-        if memory_mode not in MS_MEMORY_MODES:
+        if memory_mode not in PLAIN_MEMORY_MODES:
             raise ValueError(f"MS-ResNet is not reversible: memory_mode must be 'none' or "
                              f"'checkpoint', got {memory_mode!r}")
         self.blocks, self.widths = blocks, widths

@@ -38,9 +38,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from revsnn_jax import surrogate
-from revsnn_jax.layers import BatchNorm, Conv2d, Linear, SpikingNeuron, avg_pool, global_avg_pool
+from revsnn_jax.layers import BatchNorm, Conv2d, Linear, avg_pool, global_avg_pool
 from revsnn_jax.models.registry import register
 from revsnn_jax.models.resnet import StaticStem
+from revsnn_jax.neuron_modules import from_config
 from revsnn_jax.neurons import NeuronConfig
 from revsnn_jax.reversible_node import ReversibleNode, RevNodeConfig
 
@@ -75,7 +76,7 @@ def make_node(node: str, memory_mode: str = "none", backward: str = "streamlined
     if node == "reversible":
         return ReversibleNode(REV_NODE, memory_mode=memory_mode, backward=backward)
     if node == "lif":
-        return SpikingNeuron(LIF_NODE)
+        return from_config(LIF_NODE)
     raise ValueError(f"unknown node {node!r}; choose one of {', '.join(NODES)}")
 
 
