@@ -1,6 +1,6 @@
 """A neuron fused with its pre-synaptic op, with the lean backward of the neuron core.
 
-``linear_lif`` and ``conv_lif`` are :func:`revsnn_jax.neuron_backward.lean_pre_multistep` with
+``linear_lif`` and ``conv_lif`` are :func:`revsnn_jax.neuron_lean.lean_pre_multistep` with
 ``pre_fn`` a matmul (:func:`revsnn_jax.kernels.cpu.dense`) or a convolution
 (:func:`revsnn_jax.kernels.cpu.conv_nhwc`) applied chunk by chunk in time:
 ``S = neuron(inputs @ W + b)`` or ``S = neuron(conv(inputs, K) + b)``.
@@ -13,7 +13,7 @@ import functools
 import jax
 
 from revsnn_jax.kernels.cpu import conv_nhwc, dense
-from revsnn_jax.neuron_backward import DEFAULT_CONFIG, lean_pre_multistep
+from revsnn_jax.neuron_lean import DEFAULT_CONFIG, lean_pre_multistep
 from revsnn_jax.neurons import NeuronConfig
 
 __all__ = ["conv_lif", "linear_lif"]

@@ -421,36 +421,30 @@ def _builder(cls: type, *, default_dim: int, default_depth: int, reversible: boo
 _CIFAR = dict(input_shape=CIFAR_SHAPE, default_time_steps=4, default_num_classes=10)
 _DVS = dict(input_shape=DVS_SHAPE, default_time_steps=DVS_TIME_STEPS, default_num_classes=10)
 
-revsformer_2_384 = register(
-    "revsformer_2_384", family="revsformer", reversible=True,
-    counterpart="spikingformer_2_384", **_CIFAR,
-    description="RevSFormer-2-384, CIFAR 32x32: 2 reversible SSA/MLP blocks, stream 768, "
-                "heads 12 (C10) / 8 (C100), LIF tau 2")(
-    _builder(RevSFormer, default_dim=384, default_depth=2, reversible=True, dvs=False))
-revsformer_4_384 = register(
-    "revsformer_4_384", family="revsformer", reversible=True,
-    counterpart="spikingformer_4_384", **_CIFAR,
-    description="RevSFormer-4-384, CIFAR 32x32: 4 reversible SSA/MLP blocks, stream 768, "
-                "heads 12 (C10) / 8 (C100), LIF tau 2")(
-    _builder(RevSFormer, default_dim=384, default_depth=4, reversible=True, dvs=False))
-revsformer_2_256 = register(
-    "revsformer_2_256", family="revsformer", reversible=True,
-    counterpart="spikingformer_2_256", **_DVS,
-    description="RevSFormer-2-256, DVS 128x128x2 frames: 2 reversible blocks, stream 512, "
-                "16 heads, LIF tau 1.5")(
-    _builder(RevSFormer, default_dim=256, default_depth=2, reversible=True, dvs=True))
-spikingformer_2_384 = register(
-    "spikingformer_2_384", family="spikingformer", reversible=False, **_CIFAR,
-    description="Spikingformer-2-384, CIFAR 32x32: 2 blocks x + SSA(x); x + MLP(x), width 384, "
-                "heads 12 (C10) / 8 (C100), LIF tau 2")(
-    _builder(Spikingformer, default_dim=384, default_depth=2, reversible=False, dvs=False))
-spikingformer_4_384 = register(
-    "spikingformer_4_384", family="spikingformer", reversible=False, **_CIFAR,
-    description="Spikingformer-4-384, CIFAR 32x32: 4 blocks x + SSA(x); x + MLP(x), width 384, "
-                "heads 12 (C10) / 8 (C100), LIF tau 2")(
-    _builder(Spikingformer, default_dim=384, default_depth=4, reversible=False, dvs=False))
-spikingformer_2_256 = register(
-    "spikingformer_2_256", family="spikingformer", reversible=False, **_DVS,
-    description="Spikingformer-2-256, DVS 128x128x2 frames: 2 blocks, width 256, 16 heads, "
-                "LIF tau 1.5")(
-    _builder(Spikingformer, default_dim=256, default_depth=2, reversible=False, dvs=True))
+#: name, class, default dim, default depth, event data?, counterpart, description
+_REGISTRY = (
+    ("revsformer_2_384", RevSFormer, 384, 2, False, "spikingformer_2_384",
+     "RevSFormer-2-384, CIFAR 32x32: 2 reversible SSA/MLP blocks, stream 768, heads 12 (C10) / "
+     "8 (C100), LIF tau 2"),
+    ("revsformer_4_384", RevSFormer, 384, 4, False, "spikingformer_4_384",
+     "RevSFormer-4-384, CIFAR 32x32: 4 reversible SSA/MLP blocks, stream 768, heads 12 (C10) / "
+     "8 (C100), LIF tau 2"),
+    ("revsformer_2_256", RevSFormer, 256, 2, True, "spikingformer_2_256",
+     "RevSFormer-2-256, DVS 128x128x2 frames: 2 reversible blocks, stream 512, 16 heads, "
+     "LIF tau 1.5"),
+    ("spikingformer_2_384", Spikingformer, 384, 2, False, None,
+     "Spikingformer-2-384, CIFAR 32x32: 2 blocks x + SSA(x); x + MLP(x), width 384, heads 12 "
+     "(C10) / 8 (C100), LIF tau 2"),
+    ("spikingformer_4_384", Spikingformer, 384, 4, False, None,
+     "Spikingformer-4-384, CIFAR 32x32: 4 blocks x + SSA(x); x + MLP(x), width 384, heads 12 "
+     "(C10) / 8 (C100), LIF tau 2"),
+    ("spikingformer_2_256", Spikingformer, 256, 2, True, None,
+     "Spikingformer-2-256, DVS 128x128x2 frames: 2 blocks, width 256, 16 heads, LIF tau 1.5"),
+)
+
+for _name, _cls, _dim, _depth, _dvs, _counterpart, _description in _REGISTRY:
+    _reversible = _cls is RevSFormer
+    register(_name, family="revsformer" if _reversible else "spikingformer",
+             reversible=_reversible, counterpart=_counterpart, description=_description,
+             **(_DVS if _dvs else _CIFAR))(
+        _builder(_cls, default_dim=_dim, default_depth=_depth, reversible=_reversible, dvs=_dvs))
