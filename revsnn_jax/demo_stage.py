@@ -81,11 +81,13 @@ def init_stage(key, num_blocks, half, dtype=jnp.float32, live_blocks=None):
     return (pf, pg), (sf, sg)
 
 
-def make_train_step(mode, lr=0.05):
+def make_train_step(mode, lr=0.05, branch=spiking_branch):
+    """``step(params, state, x) -> (params, state, loss)``: SGD at ``lr`` on ``mean(y ** 2)`` of
+    a stage whose F and G are ``branch`` (default :func:`spiking_branch`)."""
+
     def step(params, state, x):
         def loss(params):
-            y, new_state = reversible_stage(spiking_branch, spiking_branch, params, state, x,
-                                            memory_mode=mode)
+            y, new_state = reversible_stage(branch, branch, params, state, x, memory_mode=mode)
             return jnp.mean(y**2), new_state
 
         (value, new_state), grads = jax.value_and_grad(loss, has_aux=True)(params)

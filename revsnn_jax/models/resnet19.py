@@ -19,9 +19,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from revsnn_jax.layers import BatchNorm, Conv2d, Linear, global_avg_pool
-from revsnn_jax.models.registry import register
 from revsnn_jax.models.resnet import StaticStem
-from revsnn_jax.models.vgg import _CIFAR, _check_node, _run, _widths, make_node
+from revsnn_jax.models.vgg import _check_node, _run, make_node, register_nodes
 
 __all__ = ["RESNET19_BLOCKS", "RESNET19_WIDTHS", "BasicBlock", "SpikingResNet19"]
 
@@ -94,25 +93,9 @@ class SpikingResNet19(nnx.Module):
         return self.fc(global_avg_pool(x)).mean(axis=0)
 
 
-def _resnet19(node: str, default_mode: str):
-    def build(*, num_classes: int = 10, time_steps: int = 4, memory_mode: str = default_mode,
-              rngs: nnx.Rngs | None = None, widths: Sequence[int] | None = None,
-              width: int | None = None, blocks: Sequence[int] | None = None,
-              in_channels: int = 3, param_dtype: Dtype = jnp.float32) -> SpikingResNet19:
-        return SpikingResNet19(num_classes=num_classes, time_steps=time_steps, node=node,
-                               memory_mode=memory_mode, in_channels=in_channels,
-                               widths=_widths(widths, width, RESNET19_WIDTHS),
-                               blocks=tuple(blocks or RESNET19_BLOCKS),
-                               param_dtype=param_dtype, rngs=rngs or nnx.Rngs(0))
-
-    return build
-
-
-resnet19 = register(
-    "resnet19", family="resnet19", reversible=False, **_CIFAR,
-    description="Spiking ResNet-19 (tdBN style), CIFAR 32x32, plain LIF node")(
-        _resnet19("lif", "none"))
-resnet19_revnode = register(
-    "resnet19_revnode", family="resnet19", reversible=True, counterpart="resnet19", **_CIFAR,
-    description="Spiking ResNet-19, CIFAR 32x32, reversible node (Lei et al., our reading)")(
-        _resnet19("reversible", "reversible"))
+register_nodes("resnet19", SpikingResNet19, (
+    ("resnet19", "lif", "none", None,
+     "Spiking ResNet-19 (tdBN style), CIFAR 32x32, plain LIF node"),
+    ("resnet19_revnode", "reversible", "reversible", "resnet19",
+     "Spiking ResNet-19, CIFAR 32x32, reversible node (Lei et al., our reading)"),
+), RESNET19_WIDTHS, RESNET19_BLOCKS)

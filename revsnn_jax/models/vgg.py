@@ -151,24 +151,39 @@ def _widths(widths: Sequence[int] | None, width: int | None, default: tuple[int,
     return default
 
 
-def _vgg(node: str, default_mode: str):
+def _builder(cls: type, node: str, default_mode: str, default_widths: tuple[int, ...],
+             default_blocks: tuple[int, ...] | None = None):
+    """The constructor of one registered network (VGG-11 or ResNet-19) with one node kind:
+    overrides ``widths`` (or ``width``, scaling the defaults), ``blocks`` (ResNet-19)."""
+
     def build(*, num_classes: int = 10, time_steps: int = 4, memory_mode: str = default_mode,
               rngs: nnx.Rngs | None = None, widths: Sequence[int] | None = None,
               width: int | None = None, in_channels: int = 3,
-              param_dtype: Dtype = jnp.float32) -> SpikingVGG11:
-        return SpikingVGG11(num_classes=num_classes, time_steps=time_steps, node=node,
-                            memory_mode=memory_mode, in_channels=in_channels,
-                            widths=_widths(widths, width, VGG11_WIDTHS),
-                            param_dtype=param_dtype, rngs=rngs or nnx.Rngs(0))
+              param_dtype: Dtype = jnp.float32, **blocks: Any) -> nnx.Module:
+        if default_blocks is not None:
+            blocks = {"blocks": tuple(blocks.pop("blocks", None) or default_blocks), **blocks}
+        return cls(num_classes=num_classes, time_steps=time_steps, node=node,
+                   memory_mode=memory_mode, in_channels=in_channels,
+                   widths=_widths(widths, width, default_widths), param_dtype=param_dtype,
+                   rngs=rngs or nnx.Rngs(0), **blocks)
 
     return build
 
 
-vgg11 = register(
-    "vgg11", family="vgg", reversible=False, **_CIFAR,
-    description="Spiking VGG-11, CIFAR 32x32, plain LIF node (tau 2, soft reset)")(
-        _vgg("lif", "none"))
-vgg11_revnode = register(
-    "vgg11_revnode", family="vgg", reversible=True, counterpart="vgg11", **_CIFAR,
-    description="Spiking VGG-11, CIFAR 32x32, reversible node (Lei et al., our reading)")(
-        _vgg("reversible", "reversible"))
+def register_nodes(family: str, cls: type, rows: tuple[tuple[str, str, str, str | None, str], ...],
+                   default_widths: tuple[int, ...],
+                   default_blocks: tuple[int, ...] | None = None) -> None:
+    """Register one network per row ``(name, node, default memory mode, counterpart,
+    description)``; a row with the reversible node is a reversible model."""
+    for name, node, mode, counterpart, description in rows:
+        register(name, family=family, reversible=node == "reversible", counterpart=counterpart,
+                 description=description, **_CIFAR)(
+            _builder(cls, node, mode, default_widths, default_blocks))
+
+
+register_nodes("vgg", SpikingVGG11, (
+    ("vgg11", "lif", "none", None,
+     "Spiking VGG-11, CIFAR 32x32, plain LIF node (tau 2, soft reset)"),
+    ("vgg11_revnode", "reversible", "reversible", "vgg11",
+     "Spiking VGG-11, CIFAR 32x32, reversible node (Lei et al., our reading)"),
+), VGG11_WIDTHS)
