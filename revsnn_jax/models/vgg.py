@@ -37,6 +37,7 @@ from revsnn_jax import surrogate
 from revsnn_jax.layers import BatchNorm, Conv2d, Linear, avg_pool, global_avg_pool
 from revsnn_jax.models.registry import register
 from revsnn_jax.models.resnet import StaticStem
+from revsnn_jax.modes import PLAIN_MEMORY_MODES
 from revsnn_jax.neuron_modules import from_config
 from revsnn_jax.neurons import NeuronConfig
 from revsnn_jax.reversible_node import ReversibleNode, RevNodeConfig
@@ -59,7 +60,7 @@ VGG11_WIDTHS = (64, 128, 256, 512, 512)
 def _check_node(node: str, memory_mode: str) -> None:
     if node not in NODES:
         raise ValueError(f"unknown node {node!r}; choose one of {', '.join(NODES)}")
-    allowed = ("reversible", "none") if node == "reversible" else ("none", "checkpoint")
+    allowed = ("reversible", "none") if node == "reversible" else PLAIN_MEMORY_MODES
     if memory_mode not in allowed:
         raise ValueError(f"memory_mode {memory_mode!r} is not available with node={node!r}; "
                          f"choose one of {', '.join(allowed)}")
