@@ -16,7 +16,8 @@ Defaults follow the PyTorch reference (mi804/RevSNN, SpikingJelly ``SeqToANNCont
 * :class:`Linear` -- PyTorch's default ``nn.Linear`` initialisation,
   ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weight and bias.
 * :func:`avg_pool` / :func:`max_pool` -- PyTorch ``AvgPool2d`` (``count_include_pad=True``) and
-  ``MaxPool2d`` (padding never wins the max).
+  ``MaxPool2d`` (padding never wins the max); :func:`lean_max_pool` is ``max_pool`` with a
+  backward that keeps only its input (as bits for spikes).
 
 The neurons between them are the NNX family of :mod:`revsnn_jax.neuron_modules`
 (:func:`revsnn_jax.neuron_modules.from_config`).
@@ -260,12 +261,11 @@ def lean_max_pool(x: Array, window: int = 3, stride: int = 2, padding: int = 1,
                   spike_input: bool = False) -> Array:
     """PyTorch ``MaxPool2d(window, stride, padding)`` over ``[..., H, W, C]`` with a lean backward.
 
-    Same values and gradients as :func:`max_pool` (each window's gradient
-    goes to its first maximum in row-major order, PyTorch's choice), but the backward is built
-    from ``window * window`` strided slices instead of XLA's ``select_and_scatter``, which
-    XLA:CPU expands into a scatter with five int32 index arrays of the padded input's size: at
-    CIFAR shape that made the tokenizer's pooling cost more training memory than all of
-    RevSFormer's blocks together. Only ``x`` is kept for the backward, as bits
+    Same values and gradients as :func:`max_pool` (each window's gradient goes to its first
+    maximum in row-major order, PyTorch's choice), but the backward is built from
+    ``window * window`` strided slices instead of XLA's ``select_and_scatter``, which XLA:CPU
+    expands into a scatter with five int32 index arrays of the padded input's size
+    (docs/former.md has the measurement). Only ``x`` is kept for the backward, as bits
     (:mod:`revsnn_jax.bitpack`) when ``spike_input=True`` declares it a 0/1 spike tensor. The
     window contributions are summed one after another, each tied to the running sum
     (:mod:`revsnn_jax.ties`), so one padded gradient is live at a time, not ``window ** 2``.
