@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from revsnn_jax import checkpointing, train
     from revsnn_jax.commands._args import concise_warnings
     from revsnn_jax.config import load_config
+    from revsnn_jax.training.loop import quiet_absl
 
     _WARNINGS = (checkpointing.CorruptCheckpointWarning, train.ReconstructionDriftWarning)
     try:
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             cfg = train.load_workdir_config(args.workdir).replace(**overrides)
         else:
             cfg = load_config(args.config or "default", overrides)
-        with train._quiet_absl(), concise_warnings("train", _WARNINGS):
+        with quiet_absl(), concise_warnings("train", _WARNINGS):
             summary = train.train(cfg, args.workdir, progress=not args.no_progress)
     except train.NonFiniteError as err:
         print(f"revsnn train: error: {err}", file=sys.stderr)
