@@ -89,6 +89,8 @@ __all__ = [
     "ReversibleSequence",
     "check_memory_mode",
     "check_reversible",
+    "gradient_gap",
+    "relative_gap",
     "reversible_stage",
     "reversible_stage_inverse",
 ]
@@ -452,4 +454,9 @@ class ReversibleSequence(nnx.Module):
 
 
 # The checker uses the engine above; it lives in its own module and is re-exported here.
-from revsnn_jax.reversible_check import ReversibleReport, check_reversible  # noqa: E402
+from revsnn_jax.reversible_check import (  # noqa: E402
+    ReversibleReport,
+    check_reversible,
+    gradient_gap,
+    relative_gap,
+)

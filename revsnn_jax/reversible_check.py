@@ -8,7 +8,8 @@ random input and measures
   plain autodiff of the same stage (``memory_mode="none"``);
 
 each as a max-abs error and relative to the reference's largest entry, in a
-:class:`ReversibleReport` that passes below a dtype's tolerance.
+:class:`ReversibleReport` that passes below a dtype's tolerance. :func:`gradient_gap` is the
+gradient measure, shared with the trainer's reconstruction-drift check.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 if TYPE_CHECKING:
     from revsnn_jax.reversible import BlockFn
 
-__all__ = ["ReversibleReport", "check_reversible"]
+__all__ = ["ReversibleReport", "check_reversible", "gradient_gap", "relative_gap"]
 
 PyTree = Any
 
@@ -89,14 +90,42 @@ class ReversibleReport:
         return "\n".join(lines)
 
 
-def _tree_max_abs(tree: PyTree) -> float:
+def _max_abs(tree: PyTree) -> jax.Array:
+    """``max |leaf|`` over every non-empty leaf, as a float32 scalar (traceable)."""
     leaves = [jnp.max(jnp.abs(leaf.astype(jnp.float32))) for leaf in jax.tree.leaves(tree)
               if leaf.size]
-    return float(jnp.max(jnp.stack(leaves))) if leaves else 0.0
+    return jnp.max(jnp.stack(leaves)) if leaves else jnp.float32(0.0)
+
+
+def _tree_max_abs(tree: PyTree) -> float:
+    return float(_max_abs(tree))
 
 
 def _rel(err: float, scale: float) -> float:
     return err / scale if scale else (0.0 if err == 0 else float("inf"))
+
+
+def gradient_gap(grads: PyTree, reference: PyTree) -> tuple[jax.Array, jax.Array]:
+    """``(max |grads - reference|, max |reference|)`` over every leaf of two gradient pytrees
+    of the same structure, as float32 scalars; traceable (call it inside :func:`jax.jit`).
+
+    Each difference is taken in the wider of its leaf's dtype and float32, so bfloat16
+    gradients are compared without a second rounding. :func:`check_reversible`'s gradient rows
+    and the trainer's reconstruction-drift check (``drift_check_every``) both measure with it;
+    their ``*_rel`` is the first value divided by the second.
+    """
+    def diff(a: jax.Array, b: jax.Array) -> jax.Array:
+        wide = jnp.promote_types(jnp.promote_types(a.dtype, b.dtype), jnp.float32)
+        return a.astype(wide) - b.astype(wide)
+
+    return _max_abs(jax.tree.map(diff, grads, reference)), _max_abs(reference)
+
+
+def relative_gap(gap: tuple[Any, Any]) -> tuple[float, float]:
+    """``(max_abs, rel)`` of a :func:`gradient_gap` result on the host: ``rel`` is
+    ``max_abs / max |reference|`` (0 when both are 0, ``inf`` when only the reference is)."""
+    err, scale = (float(v) for v in gap)
+    return err, _rel(err, scale)
 
 
 def check_reversible(
@@ -164,12 +193,11 @@ def check_reversible(
         x_rec = reversible_stage_inverse(f, g, params, state, y, key)
         g_none = jax.grad(loss("none"), argnums=(0, 1))(params, x)
         g_rev = jax.grad(loss("reversible"), argnums=(0, 1))(params, x)
-        diff = jax.tree.map(lambda a, b: a - b, g_rev, g_none)
-        return x_rec - x, g_none, diff
+        return x_rec - x, gradient_gap(g_rev[0], g_none[0]), gradient_gap(g_rev[1], g_none[1])
 
-    rt_diff, (gp_ref, gx_ref), (gp_diff, gx_diff) = measure(params, state, x, key, ct)
+    rt_diff, params_gap, input_gap = measure(params, state, x, key, ct)
     roundtrip = _tree_max_abs(rt_diff)
-    gp, gx = _tree_max_abs(gp_diff), _tree_max_abs(gx_diff)
+    (gp, gp_rel), (gx, gx_rel) = relative_gap(params_gap), relative_gap(input_gap)
     return ReversibleReport(
         dtype=dtype,
         num_blocks=_num_blocks(params),
@@ -177,9 +205,9 @@ def check_reversible(
         roundtrip_max_abs=roundtrip,
         roundtrip_rel=_rel(roundtrip, _tree_max_abs(x)),
         grad_params_max_abs=gp,
-        grad_params_rel=_rel(gp, _tree_max_abs(gp_ref)),
+        grad_params_rel=gp_rel,
         grad_input_max_abs=gx,
-        grad_input_rel=_rel(gx, _tree_max_abs(gx_ref)),
+        grad_input_rel=gx_rel,
         rtol=float(rtol),
         atol=float(atol),
     )

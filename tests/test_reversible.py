@@ -20,6 +20,8 @@ from revsnn_jax.reversible import (
     ReversibleReport,
     ReversibleSequence,
     check_reversible,
+    gradient_gap,
+    relative_gap,
     reversible_stage,
     reversible_stage_inverse,
 )
@@ -507,6 +509,21 @@ def test_check_reversible_fails_when_branch_outputs_swamp_the_stream():
     x64 = jax.ShapeDtypeStruct((T, B, 8), jnp.float64)
     p64 = jax.tree.map(lambda a: a.astype(jnp.float64), (huge, p))
     assert check_reversible(_tanh_branch, _tanh_branch, p64, None, x64, rtol=1e-6).passed
+
+
+def test_gradient_gap_is_the_largest_difference_and_the_reference_scale():
+    """The measure check_reversible and the trainer's drift check share: max |a - b| and
+    max |b| over every leaf, under jit too; bfloat16 leaves are subtracted in float32."""
+    grads = {"w": jnp.array([1.0, -3.0]), "b": jnp.zeros((0,)), "v": jnp.array([2.0])}
+    reference = {"w": jnp.array([1.5, -3.0]), "b": jnp.zeros((0,)), "v": jnp.array([2.0])}
+    for gap in (gradient_gap(grads, reference), jax.jit(gradient_gap)(grads, reference)):
+        assert relative_gap(gap) == (0.5, 0.5 / 3.0)
+    assert relative_gap(gradient_gap({"w": jnp.zeros(2)}, {"w": jnp.zeros(2)})) == (0.0, 0.0)
+    assert relative_gap((1e-3, 0.0)) == (1e-3, float("inf"))
+    one = jnp.array([1.0], jnp.bfloat16)
+    near = jnp.array([1.0 + 2.0**-7], jnp.bfloat16)  # one bfloat16 ulp above 1
+    err, scale = gradient_gap(near, one)
+    assert err.dtype == jnp.float32 and float(err) == 2.0**-7 and float(scale) == 1.0
 
 
 # --------------------------------------------------------------------------- docs
