@@ -14,6 +14,7 @@ import pytest
 from flax import nnx
 
 from revsnn_jax import neurons
+from revsnn_jax.demo_stage import make_train_step
 from revsnn_jax.memory import compiled_memory
 from revsnn_jax.reversible import (
     ReversibleReport,
@@ -360,16 +361,7 @@ def _memory_specs(num_blocks, half=32, shape=(4, 256)):
 
 
 def _train_step(mode):
-    def step(params, state, x):
-        def loss(params):
-            y, new_state = reversible_stage(spiking_branch, spiking_branch, params, state, x,
-                                            memory_mode=mode)
-            return jnp.mean(y**2), new_state
-
-        (value, new_state), grads = jax.value_and_grad(loss, has_aux=True)(params)
-        return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), new_state, value
-
-    return step
+    return make_train_step(mode, lr=0.1, branch=spiking_branch)
 
 
 @pytest.fixture(scope="module")
