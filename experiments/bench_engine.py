@@ -37,88 +37,12 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from revsnn_jax import neurons
+from revsnn_jax.demo_stage import init_stage, make_train_step, spiking_branch
 from revsnn_jax.memory import PerExampleMemory, analyse_compiled
 from revsnn_jax.reversible import MEMORY_MODES, reversible_stage, reversible_stage_inverse
 
 MIB = 2**20
-MOMENTUM = 0.9
-
-
-# --------------------------------------------------------------------------- the branch
-def conv3x3(x, w):
-    """3x3 'same' convolution over ``[T, B, H, W, C]``, time folded into the batch."""
-    t, b = x.shape[:2]
-    y = jax.lax.conv_general_dilated(x.reshape(t * b, *x.shape[2:]), w, (1, 1), "SAME",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y.reshape(t, b, *y.shape[1:])
-
-
-def batch_norm(h, scale, bias, eps=1e-5):
-    """Batch statistics over every axis but channels; returns them for the running update."""
-    axes = tuple(range(h.ndim - 1))
-    stats_dtype = jnp.promote_types(h.dtype, jnp.float32)
-    mean = h.astype(stats_dtype).mean(axes)
-    var = h.astype(stats_dtype).var(axes)
-    out = (h - mean.astype(h.dtype)) * jax.lax.rsqrt(var + eps).astype(h.dtype)
-    return out * scale + bias, mean, var
-
-
-def spiking_branch(p, s, x, key):
-    """RevSResNet's branch: IF -> conv3x3 -> BN -> IF -> conv3x3 -> BN."""
-    del key
-    h = conv3x3(neurons.if_multistep(x, surrogate="atan")[0], p["w1"])
-    h, m1, v1 = batch_norm(h, p["scale1"], p["bias1"])
-    h = conv3x3(neurons.if_multistep(h, surrogate="atan")[0], p["w2"])
-    h, m2, v2 = batch_norm(h, p["scale2"], p["bias2"])
-    new_s = {"mean1": MOMENTUM * s["mean1"] + (1 - MOMENTUM) * m1,
-             "var1": MOMENTUM * s["var1"] + (1 - MOMENTUM) * v1,
-             "mean2": MOMENTUM * s["mean2"] + (1 - MOMENTUM) * m2,
-             "var2": MOMENTUM * s["var2"] + (1 - MOMENTUM) * v2}
-    return h.astype(x.dtype), new_s
-
-
-def init_stage(key, num_blocks, half, dtype=jnp.float32, live_blocks=None):
-    """Stacked params and state. Blocks past ``live_blocks`` output zeros (exact identities)."""
-
-    def branch(k):
-        k1, k2 = jax.random.split(k)
-        fan_in = 9 * half
-        p = {"w1": jax.random.normal(k1, (num_blocks, 3, 3, half, half), jnp.float32)
-             * float(2 / np.sqrt(fan_in)),
-             "w2": jax.random.normal(k2, (num_blocks, 3, 3, half, half), jnp.float32)
-             * float(2 / np.sqrt(fan_in)),
-             "scale1": jnp.ones((num_blocks, half), jnp.float32),
-             "bias1": jnp.zeros((num_blocks, half), jnp.float32),
-             "scale2": jnp.full((num_blocks, half), 0.5, jnp.float32),
-             "bias2": jnp.zeros((num_blocks, half), jnp.float32)}
-        if live_blocks is not None:
-            p["scale2"] = p["scale2"].at[live_blocks:].set(0)
-        s = {"mean1": jnp.zeros((num_blocks, half), jnp.float32),
-             "var1": jnp.ones((num_blocks, half), jnp.float32),
-             "mean2": jnp.zeros((num_blocks, half), jnp.float32),
-             "var2": jnp.ones((num_blocks, half), jnp.float32)}
-        return jax.tree.map(lambda a: a.astype(dtype), p), s
-
-    kf, kg = jax.random.split(key)
-    (pf, sf), (pg, sg) = branch(kf), branch(kg)
-    return (pf, pg), (sf, sg)
-
-
-def make_train_step(mode, lr=0.05):
-    def step(params, state, x):
-        def loss(params):
-            y, new_state = reversible_stage(spiking_branch, spiking_branch, params, state, x,
-                                            memory_mode=mode)
-            return jnp.mean(y**2), new_state
-
-        (value, new_state), grads = jax.value_and_grad(loss, has_aux=True)(params)
-        params = jax.tree.map(lambda p, g: p - lr * g, params, grads)
-        return params, new_state, value
-
-    return step
 
 
 # --------------------------------------------------------------------------- measurements

@@ -32,6 +32,7 @@ from pathlib import Path
 import jax
 
 from revsnn_jax import benchmark
+from revsnn_jax.modes import MEMORY_MODES, PLAIN_MEMORY_MODES
 
 MiB = 2 ** 20
 
@@ -69,8 +70,8 @@ def main() -> None:
 
     if "pair" in parts:
         rows = [_row("revsformer_4_384", m, args.batch)
-                for m in ("reversible", "checkpoint", "none")]
-        rows += [_row("spikingformer_4_384", m, args.batch) for m in ("none", "checkpoint")]
+                for m in MEMORY_MODES]
+        rows += [_row("spikingformer_4_384", m, args.batch) for m in PLAIN_MEMORY_MODES]
         rev, plain = rows[0]["bytes_per_image"], rows[3]["bytes_per_image"]
         results["pair"] = {"batch": args.batch, "rows": rows,
                            "ratio_spikingformer_none_over_revsformer_reversible": plain / rev,
@@ -90,7 +91,7 @@ def main() -> None:
     if "timed" in parts:
         kwargs = dict(dim=64, heads=4, depth=4)
         rows = []
-        for mode in ("reversible", "checkpoint", "none"):
+        for mode in MEMORY_MODES:
             row = benchmark.measure_training_step(
                 "revsformer_4_384", batch=8, time_steps=4, num_classes=10, memory_mode=mode,
                 time_it=True, timed_steps=args.timed_steps, model_kwargs=kwargs)

@@ -124,7 +124,8 @@ def _jax_data(case, size, key):
 
 
 def _ours_loss(variant, case):
-    from revsnn_jax import lean, neurons
+    from revsnn_jax import neurons
+    from revsnn_jax.kernels import conv_lif, conv_nhwc, dense, linear_lif
     from revsnn_jax.neurons import NeuronConfig
 
     config = NeuronConfig()  # LIF, tau 2, hard reset to 0, sigmoid(4): SpikingJelly's default
@@ -132,13 +133,13 @@ def _ours_loss(variant, case):
     def pre(params, x):
         w, b = params
         if case == "linear_lif":
-            # the same matmul as lean.linear_lif (its weight gradient in the form XLA:CPU runs
-            # fastest), so that plain and lean differ only in the neuron
-            return lean.dense(x, w) + b
+            # the same matmul as kernels.linear_lif (its weight gradient in the form XLA:CPU
+            # runs fastest), so that plain and lean differ only in the neuron
+            return dense(x, w) + b
         t, bsz = x.shape[:2]
-        # the same convolution as lean.conv_lif (XLA:CPU's own kernel-gradient conv is ~30x
+        # the same convolution as kernels.conv_lif (XLA:CPU's own kernel-gradient conv is
         # slower), so that plain and lean differ only in the neuron
-        y = lean.conv_nhwc(x.reshape((t * bsz, *x.shape[2:])), w, 1, ((1, 1), (1, 1)))
+        y = conv_nhwc(x.reshape((t * bsz, *x.shape[2:])), w, 1, ((1, 1), (1, 1)))
         return y.reshape((t, bsz, *y.shape[1:])) + b
 
     if variant == "plain":
@@ -146,7 +147,7 @@ def _ours_loss(variant, case):
             return neurons.neuron_multistep(pre(params, x), config).sum()
     else:
         def loss(params, x):
-            fused = lean.linear_lif if case == "linear_lif" else lean.conv_lif
+            fused = linear_lif if case == "linear_lif" else conv_lif
             return fused(params[0], params[1], x, config)[0].sum()
     return loss
 
@@ -315,14 +316,6 @@ def _variants(library):
 
 
 def _installed(python, library) -> bool:
-    if python == sys.executable:
-        import importlib.util
-
-        sys.path.insert(0, ROOT)
-        try:
-            return importlib.util.find_spec(IMPORT_NAME[library]) is not None
-        finally:
-            sys.path.pop(0)
     probe = subprocess.run([python, "-c", f"import {IMPORT_NAME[library]}"],
                            capture_output=True, text=True, env=_env())
     return probe.returncode == 0

@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from revsnn_jax.modes import MEMORY_MODES
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 DOCS = ROOT / "docs"
@@ -138,7 +140,7 @@ def _engine(engine: dict | None) -> str | None:
     if not engine:
         return None
     by = {(r["mode"], r["depth"]): r for r in engine["results"]}
-    modes = [m for m in ("reversible", "checkpoint", "none") if any(k[0] == m for k in by)]
+    modes = [m for m in MEMORY_MODES if any(k[0] == m for k in by)]
     header = ["blocks", *[f"{m} MiB / example" for m in modes],
               *[f"{m} step ms" for m in modes], "none / reversible memory"]
     rows = []
@@ -370,7 +372,7 @@ def plot(results: Path = RESULTS, path: Path | None = None) -> Path:
     path = path or results / PLOT_NAME
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
     if res["engine"]:
-        for mode in ("reversible", "checkpoint", "none"):
+        for mode in MEMORY_MODES:
             rows = sorted((r for r in res["engine"]["results"] if r["mode"] == mode),
                           key=lambda r: r["depth"])
             axes[0].plot([r["depth"] for r in rows], [r["bytes_per_example"] / MiB for r in rows],

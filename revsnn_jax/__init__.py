@@ -38,8 +38,8 @@ _NAMES = {
     "create": "revsnn_jax.models",
     "per_example_memory": "revsnn_jax.memory",
 }
-_MODULES = ("bitpack", "lean", "memory", "models", "neuron_modules", "neurons", "remat",
-            "reversible", "surrogate", "ties")
+_MODULES = ("bitpack", "kernels", "memory", "models", "neuron_backward", "neuron_modules",
+            "neurons", "remat", "reversible", "surrogate", "ties")
 
 __all__ = ["__version__", *_MODULES, *_NAMES]
 

@@ -39,6 +39,7 @@ from flax import nnx
 
 from revsnn_jax import memory, steps
 from revsnn_jax.models import abstract_model, count_params, create, get_info
+from revsnn_jax.modes import PLAIN_MEMORY_MODES
 
 __all__ = ["ROW_FIELDS", "default_memory_modes", "format_table", "measure_training_step",
            "model_depth", "plot_memory", "step_program", "training_step_program"]
@@ -54,7 +55,7 @@ MiB = 2 ** 20
 def default_memory_modes(name: str) -> tuple[str, ...]:
     """The modes worth comparing for ``name``: reversible models against their plain twin
     (``reversible, none``), non-reversible ones against per-block remat (``none, checkpoint``)."""
-    return ("reversible", "none") if get_info(name).reversible else ("none", "checkpoint")
+    return ("reversible", "none") if get_info(name).reversible else PLAIN_MEMORY_MODES
 
 
 def model_depth(name: str) -> int | None:

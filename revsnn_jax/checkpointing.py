@@ -65,37 +65,15 @@ class CorruptCheckpointWarning(UserWarning):
 
 
 # --------------------------------------------------------------------------- manager
-def _pause_before_commit_class(step: int):
-    """Test-only (``REVSNN_TEST_PAUSE_IN_SAVE``): orbax's atomic-rename temporary path, held
-    before its commit when it finalises checkpoint ``step``."""
-    import asyncio
-
-    from orbax.checkpoint.path import atomicity
-
-    class PauseBeforeCommit(atomicity.AtomicRenameTemporaryPath):
-        async def finalize(self, *args: Any, **kwargs: Any) -> None:
-            if self.get_final().name == str(step):
-                print(f"REVSNN_TEST paused in save of step {step} ({self.get().name})",
-                      flush=True)
-                await asyncio.sleep(3600)
-            await super().finalize(*args, **kwargs)
-
-    return PauseBeforeCommit
-
-
 def manager(workdir: pathlib.Path, keep: int | None, *, read_only: bool = False):
     """The orbax ``CheckpointManager`` of ``workdir/checkpoints`` (``keep``: max_to_keep)."""
     import orbax.checkpoint as ocp
 
-    extra: dict[str, Any] = {}
-    pause = os.environ.get("REVSNN_TEST_PAUSE_IN_SAVE")
-    if pause and not read_only:
-        extra["temporary_path_class"] = _pause_before_commit_class(int(pause))
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=not read_only, enable_async_checkpointing=True,
         # a run killed while writing leaves checkpoints/<step>.orbax-checkpoint-tmp*: never
         # loaded (not a finalised step), deleted when the next run opens the directory
-        cleanup_tmp_directories=not read_only, **extra)
+        cleanup_tmp_directories=not read_only)
     return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options,
                                  item_names=("model", "meta", "integrity"))
 

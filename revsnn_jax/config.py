@@ -1,9 +1,9 @@
 """Training configurations: one dataclass, YAML files, command-line overrides.
 
 A configuration is a :class:`TrainConfig`. Files are YAML mappings of its fields (one file per
-experiment row in ``experiments/configs/``); ``load_config("NAME")`` reads
-``experiments/configs/NAME.yaml`` (or any path to a ``.yaml``/``.yml``/``.json`` file), and a
-file may name a ``base:`` file whose fields it overrides. Unknown keys fail fast, listing the
+experiment row, shipped with the package in ``revsnn_jax/configs/``); ``load_config("NAME")``
+reads ``revsnn_jax/configs/NAME.yaml`` (or any path to a ``.yaml``/``.yml``/``.json`` file), and
+a file may name a ``base:`` file (relative to itself) whose fields it overrides. Unknown keys fail fast, listing the
 known ones. Every field can be overridden (``--batch-size 64`` on the command line,
 ``overrides={"batch_size": 64}`` in Python); values are converted to the field's type (lists
 and mappings are written in YAML flow style, e.g. ``--milestones "[100, 150]"``).
@@ -12,6 +12,7 @@ and mappings are written in YAML flow style, e.g. ``--milestones "[100, 150]"``)
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import json
 import os
 import pathlib
@@ -191,11 +192,11 @@ def from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
 
 
 def config_dir() -> pathlib.Path:
-    """``$REVSNN_CONFIG_DIR`` or the repository's ``experiments/configs``."""
+    """``$REVSNN_CONFIG_DIR`` or the configs shipped in the package (``revsnn_jax/configs``)."""
     env = os.environ.get("REVSNN_CONFIG_DIR")
     if env:
         return pathlib.Path(env)
-    return pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
+    return pathlib.Path(str(importlib.resources.files("revsnn_jax") / "configs"))
 
 
 def list_configs() -> list[str]:
@@ -231,7 +232,7 @@ def _resolve(name: str, relative_to: pathlib.Path | None = None) -> pathlib.Path
 
 
 def load_config(name: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The config ``name`` (a file in ``experiments/configs`` or a path) with ``overrides``."""
+    """The config ``name`` (a file in :func:`config_dir` or a path) with ``overrides``."""
     path = _resolve(name)
     values = _read(path)
     unknown = [k for k in values if k not in _HINTS]

@@ -16,9 +16,11 @@ Defaults follow the PyTorch reference (mi804/RevSNN, SpikingJelly ``SeqToANNCont
 * :class:`Linear` -- PyTorch's default ``nn.Linear`` initialisation,
   ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weight and bias.
 * :func:`avg_pool` / :func:`max_pool` -- PyTorch ``AvgPool2d`` (``count_include_pad=True``) and
-  ``MaxPool2d`` (padding never wins the max).
-* :class:`SpikingNeuron` -- a multi-step neuron over ``[T, ...]`` from SpikingJelly's initial
-  potential (``v_reset``, or 0 for a soft reset; no parameters).
+  ``MaxPool2d`` (padding never wins the max); :func:`lean_max_pool` is ``max_pool`` with a
+  backward that keeps only its input (as bits for spikes).
+
+The neurons between them are the NNX family of :mod:`revsnn_jax.neuron_modules`
+(:func:`revsnn_jax.neuron_modules.from_config`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from revsnn_jax import bitpack, neurons, remat
+from revsnn_jax import bitpack, remat
 from revsnn_jax.nnx_utils import sow_intermediate
 from revsnn_jax.ties import tie
 
@@ -41,11 +43,11 @@ __all__ = [
     "BatchNorm",
     "Conv2d",
     "Linear",
-    "SpikingNeuron",
     "avg_pool",
     "batch_norm_train",
     "global_avg_pool",
     "kaiming_normal_fan_out",
+    "lean_max_pool",
     "max_pool",
     "run_blocks",
 ]
@@ -218,31 +220,6 @@ class Linear(nnx.Module):
         return self.linear(x)
 
 
-class SpikingNeuron(nnx.Module):
-    """A multi-step spiking neuron layer: spikes of ``x`` (``[T, ...]``) from ``V = v_reset``
-    (0 for a soft reset), SpikingJelly's initial potential.
-
-    Wraps :func:`revsnn_jax.neurons.neuron_multistep`; no parameters, no hidden state. Records
-    its firing rate (mean spike count per neuron and step) as ``nnx.Intermediate``
-    ``firing_rate`` for :func:`revsnn_jax.nnx_utils.call_capturing` to collect.
-
-    ``x`` may also be a tuple of arrays (e.g. the two channel halves of a reversible stream):
-    each gets the neuron, the spikes come back as a tuple, and the layer records one rate over
-    all of them.
-    """
-
-    def __init__(self, config: neurons.NeuronConfig) -> None:
-        self.config = config
-
-    def __call__(self, x: Array | tuple[Array, ...]) -> Array | tuple[Array, ...]:
-        parts = x if isinstance(x, tuple) else (x,)
-        spikes = tuple(neurons.neuron_multistep(part, self.config) for part in parts)
-        total = sum(jax.lax.stop_gradient(s).sum() for s in spikes)
-        rate = total / sum(s.size for s in spikes)
-        sow_intermediate(self, "firing_rate", rate)
-        return spikes if isinstance(x, tuple) else spikes[0]
-
-
 def _pool(x: Array, init: np.ndarray, op: Callable[[Array, Array], Array], window: int, stride: int, padding: int) -> Array:
     if x.ndim < 3:
         raise ValueError(f"pooling expects [..., H, W, C], got {x.shape}")
@@ -269,6 +246,99 @@ def avg_pool(x: Array, window: int = 3, stride: int = 2, padding: int = 1) -> Ar
 def max_pool(x: Array, window: int = 3, stride: int = 2, padding: int = 1) -> Array:
     """PyTorch ``MaxPool2d(window, stride, padding)`` over ``[..., H, W, C]`` (pads with -inf)."""
     return _pool(x, np.array(-np.inf, x.dtype), jax.lax.max, window, stride, padding)
+
+
+def _pool_windows(xp: Array, out_h: int, out_w: int, window: int, stride: int):
+    """The ``window * window`` strided views of the padded ``xp``, in row-major window order."""
+    for di in range(window):
+        for dj in range(window):
+            yield di, dj, xp[..., di:di + stride * (out_h - 1) + 1:stride,
+                             dj:dj + stride * (out_w - 1) + 1:stride, :]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def lean_max_pool(x: Array, window: int = 3, stride: int = 2, padding: int = 1,
+                  spike_input: bool = False) -> Array:
+    """PyTorch ``MaxPool2d(window, stride, padding)`` over ``[..., H, W, C]`` with a lean backward.
+
+    Same values and gradients as :func:`max_pool` (each window's gradient goes to its first
+    maximum in row-major order, PyTorch's choice), but the backward is built from
+    ``window * window`` strided slices instead of XLA's ``select_and_scatter``, which XLA:CPU
+    expands into a scatter with five int32 index arrays of the padded input's size
+    (docs/former.md has the measurement). Only ``x`` is kept for the backward, as bits
+    (:mod:`revsnn_jax.bitpack`) when ``spike_input=True`` declares it a 0/1 spike tensor. The
+    window contributions are summed one after another, each tied to the running sum
+    (:mod:`revsnn_jax.ties`), so one padded gradient is live at a time, not ``window ** 2``.
+    """
+    return _max_pool_values(x, window, stride, padding)
+
+
+def _max_pool_values(x, window, stride, padding):
+    h, w = x.shape[-3], x.shape[-2]
+    out_h = (h + 2 * padding - window) // stride + 1
+    out_w = (w + 2 * padding - window) // stride + 1
+    pads = [(0, 0)] * (x.ndim - 3) + [(padding, padding), (padding, padding), (0, 0)]
+    xp = jnp.pad(x, pads, constant_values=-jnp.inf)
+    out = None
+    for _, _, view in _pool_windows(xp, out_h, out_w, window, stride):
+        out = view if out is None else jnp.maximum(out, view)
+    return out
+
+
+def _lean_max_pool_fwd(x, window, stride, padding, spike_input):
+    residual = bitpack.pack_bits(x) if spike_input else x
+    return _max_pool_values(x, window, stride, padding), residual
+
+
+def _lean_max_pool_bwd(window, stride, padding, spike_input, residual, g):
+    if spike_input:
+        channels = g.shape[-1]
+        x = tie(bitpack.unpack_bits(residual, channels, g.dtype), g)
+    else:
+        x = tie(residual, g)
+    out = _max_pool_values(x, window, stride, padding)
+    out_h, out_w = out.shape[-3], out.shape[-2]
+    pads = [(0, 0)] * (x.ndim - 3) + [(padding, padding), (padding, padding), (0, 0)]
+    xp = jnp.pad(x, pads, constant_values=-jnp.inf)
+    taken = jnp.zeros(out.shape, bool)
+    zero = jnp.zeros((), g.dtype)
+    contribs = {}
+    for di, dj, view in _pool_windows(xp, out_h, out_w, window, stride):
+        hit = (view == out) & ~taken  # the first maximum of each window takes the gradient
+        taken = taken | hit
+        contribs[di, dj] = jnp.where(hit, g, zero)
+    # Padded row R = stride * q + rho receives window i = q - (d - rho) / stride's offset d for
+    # every d = rho (mod stride): per residue class (rho_h, rho_w) a sum of shifted output-size
+    # contributions, then the classes interleave to the padded grid. Nothing of the input's
+    # size is built but the result.
+    q_h, q_w = -(-xp.shape[-3] // stride), -(-xp.shape[-2] // stride)
+    classes = []
+    for rho_h in range(stride):
+        row = []
+        for rho_w in range(stride):
+            total = jnp.zeros((*out.shape[:-3], q_h, q_w, out.shape[-1]), g.dtype)
+            for dh in range(rho_h, window, stride):
+                for dw in range(rho_w, window, stride):
+                    total = total + _shift_to(contribs[dh, dw], (dh - rho_h) // stride,
+                                              (dw - rho_w) // stride, q_h, q_w)
+            row.append(total)
+        classes.append(jnp.stack(row, axis=-2))  # [..., q_h, q_w, stride, C]
+    grid = jnp.stack(classes, axis=-4)  # [..., q_h, stride, q_w, stride, C]
+    grid = grid.reshape((*out.shape[:-3], q_h * stride, q_w * stride, out.shape[-1]))
+    h, w = x.shape[-3], x.shape[-2]
+    return (grid[..., padding:padding + h, padding:padding + w, :],)
+
+
+def _shift_to(v: Array, k_h: int, k_w: int, q_h: int, q_w: int) -> Array:
+    """``v [..., out_h, out_w, C]`` moved down by ``k_h`` rows and right by ``k_w`` columns,
+    zero-filled and cut to ``[..., q_h, q_w, C]`` (``out[q] = v[q - k]``)."""
+    out_h, out_w = v.shape[-3], v.shape[-2]
+    lead = [(0, 0, 0)] * (v.ndim - 3)
+    return jax.lax.pad(v, jnp.zeros((), v.dtype), [
+        *lead, (k_h, q_h - out_h - k_h, 0), (k_w, q_w - out_w - k_w, 0), (0, 0, 0)])
+
+
+lean_max_pool.defvjp(_lean_max_pool_fwd, _lean_max_pool_bwd)
 
 
 def global_avg_pool(x: Array) -> Array:

@@ -56,7 +56,7 @@ def firing_rates(sown: Any, name: str = "firing_rate") -> Any:
     """Every value sown under ``name``, flattened and concatenated into one 1-D array, or ``None``.
 
     Convention for ``firing_rate``: a sown value holds one rate per spiking layer -- a scalar
-    for one layer (:class:`revsnn_jax.layers.SpikingNeuron`), an array for several (a
+    for one layer (:class:`revsnn_jax.neuron_modules.LIF`), an array for several (a
     reversible stage sows its blocks' layers, a T-RevSNN model its columns' layers, as values
     computed inside ``custom_vjp`` / ``scan`` leave them as outputs). So the result has one
     entry per spiking layer, in a fixed order.

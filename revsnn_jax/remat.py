@@ -33,7 +33,7 @@ from flax import nnx
 from revsnn_jax.nnx_utils import MODEL_STATE, call_capturing, firing_rates, merge_fresh
 from revsnn_jax.ties import tie
 
-__all__ = ["checkpoint", "checkpoint_module", "module_block_fn", "zero_cotangent"]
+__all__ = ["checkpoint", "checkpoint_module", "module_block_fn", "tree_add", "zero_cotangent"]
 
 PyTree = Any
 BlockFn = Callable[[PyTree, PyTree, PyTree, Any], tuple[PyTree, PyTree]]
@@ -47,6 +47,11 @@ def zero_cotangent(tree: PyTree) -> PyTree:
         return jnp.zeros_like(leaf) if jnp.issubdtype(leaf.dtype, jnp.inexact) else None
 
     return jax.tree.map(zero, tree)
+
+
+def tree_add(a: PyTree, b: PyTree) -> PyTree:
+    """Leafwise ``a + b`` of two pytrees of one structure (accumulating gradients)."""
+    return jax.tree.map(jnp.add, a, b)
 
 
 def checkpoint(fn: BlockFn) -> BlockFn:

@@ -69,7 +69,6 @@ user's F/G (round trip of the inverse, gradients against plain autodiff) and ret
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +77,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from revsnn_jax import remat
+from revsnn_jax.modes import MEMORY_MODES
 from revsnn_jax.nnx_utils import sow_intermediate
 from revsnn_jax.ties import tie
 
@@ -89,11 +89,12 @@ __all__ = [
     "ReversibleSequence",
     "check_memory_mode",
     "check_reversible",
+    "gradient_gap",
+    "relative_gap",
     "reversible_stage",
     "reversible_stage_inverse",
 ]
 
-MEMORY_MODES = ("reversible", "checkpoint", "none")
 BACKWARDS = ("streamlined", "naive")
 
 PyTree = Any
@@ -379,162 +380,6 @@ def reversible_stage_inverse(
     return _join(halves, as_halves)
 
 
-# --------------------------------------------------------------------------- checker
-_DEFAULT_RTOL = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}
-
-
-@dataclasses.dataclass(frozen=True)
-class ReversibleReport:
-    """What :func:`check_reversible` measured. Errors are max-abs differences; ``*_rel`` divide
-    them by the largest entry of the reference (``x`` for the round trip, plain autodiff's
-    gradients for the gradients)."""
-
-    dtype: str
-    num_blocks: int
-    input_shape: tuple[int, ...]
-    roundtrip_max_abs: float
-    roundtrip_rel: float
-    grad_params_max_abs: float
-    grad_params_rel: float
-    grad_input_max_abs: float
-    grad_input_rel: float
-    rtol: float
-    atol: float
-
-    def _ok(self, max_abs: float, rel: float) -> bool:
-        if not (max_abs == max_abs and rel == rel):  # NaN
-            return False
-        scale = max_abs / rel if rel else 0.0
-        return max_abs <= self.atol + self.rtol * scale
-
-    @property
-    def roundtrip_ok(self) -> bool:
-        return self._ok(self.roundtrip_max_abs, self.roundtrip_rel)
-
-    @property
-    def grad_params_ok(self) -> bool:
-        return self._ok(self.grad_params_max_abs, self.grad_params_rel)
-
-    @property
-    def grad_input_ok(self) -> bool:
-        return self._ok(self.grad_input_max_abs, self.grad_input_rel)
-
-    @property
-    def passed(self) -> bool:
-        return self.roundtrip_ok and self.grad_params_ok and self.grad_input_ok
-
-    def __str__(self) -> str:
-        rows = [
-            ("inverse round trip", self.roundtrip_max_abs, self.roundtrip_rel, self.roundtrip_ok),
-            ("grad params (rev vs none)", self.grad_params_max_abs, self.grad_params_rel,
-             self.grad_params_ok),
-            ("grad input (rev vs none)", self.grad_input_max_abs, self.grad_input_rel,
-             self.grad_input_ok),
-        ]
-        lines = [
-            f"check_reversible: {self.num_blocks} blocks, x {self.dtype}{list(self.input_shape)}, "
-            f"rtol {self.rtol:.0e}, atol {self.atol:.0e}",
-            f"  {'check':<27}{'max abs':>11}{'relative':>11}  result",
-        ]
-        lines += [f"  {name:<27}{err:>11.2e}{rel:>11.2e}  {'ok' if ok else 'FAIL'}"
-                  for name, err, rel, ok in rows]
-        lines.append(f"  {'PASSED' if self.passed else 'FAILED'}")
-        return "\n".join(lines)
-
-
-def _tree_max_abs(tree: PyTree) -> float:
-    leaves = [jnp.max(jnp.abs(leaf.astype(jnp.float32))) for leaf in jax.tree.leaves(tree)
-              if leaf.size]
-    return float(jnp.max(jnp.stack(leaves))) if leaves else 0.0
-
-
-def _rel(err: float, scale: float) -> float:
-    return err / scale if scale else (0.0 if err == 0 else float("inf"))
-
-
-def check_reversible(
-    f: BlockFn,
-    g: BlockFn,
-    params: tuple[PyTree, PyTree],
-    state: tuple[PyTree, PyTree] | None,
-    x: jax.Array | jax.ShapeDtypeStruct,
-    key: Any = None,
-    *,
-    rtol: float | None = None,
-    atol: float = 0.0,
-    seed: int = 0,
-) -> ReversibleReport:
-    """Check that your ``F``/``G`` are safe to run under ``memory_mode="reversible"``.
-
-    Measures, on ``x`` (or on a standard normal input when ``x`` is a
-    :class:`jax.ShapeDtypeStruct`), under :func:`jax.jit`:
-
-    * the round trip: ``reversible_stage_inverse(reversible_stage(x)) - x``;
-    * gradients of ``sum(y * ct)`` (``ct`` a fixed random cotangent) for the parameters and the
-      input, ``memory_mode="reversible"`` against plain autodiff (``"none"``).
-
-    Each check passes when ``max_abs <= atol + rtol * max|reference|``. ``rtol`` defaults by
-    dtype: 1e-9 (float64), 1e-4 (float32), 1e-2 (float16), 5e-2 (bfloat16). The arguments are
-    those of :func:`reversible_stage`. What breaks a check: ``F``/``G`` that are not pure
-    functions of ``(params, state, x, key)`` (hidden RNG, Python-side counters, reading mutable
-    globals), outputs so much larger than the stream that ``(x + F) - F`` loses ``x``'s digits,
-    or low-precision coupling streams (keep them float32 under mixed precision).
-
-    Example::
-
-        report = check_reversible(f, g, params, None, jax.ShapeDtypeStruct((4, 8, 32), jnp.float32))
-        print(report)           # a small table; report.passed is a bool
-        assert report.passed
-
-    Returns:
-      A :class:`ReversibleReport`; ``str(report)`` is a readable table.
-    """
-    if isinstance(x, jax.ShapeDtypeStruct):
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            raise TypeError(f"x must be floating, got dtype {x.dtype}")
-        x = jax.random.normal(jax.random.key(seed), x.shape, x.dtype)
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"x must be floating, got dtype {x.dtype}")
-    dtype = jnp.dtype(x.dtype).name
-    if rtol is None:
-        rtol = _DEFAULT_RTOL.get(dtype, 1e-4)
-    ct = jax.random.normal(jax.random.fold_in(jax.random.key(seed), 1), x.shape, x.dtype)
-
-    @jax.jit
-    def measure(params, state, x, key, ct):
-        def loss(mode):
-            def fn(params, x):
-                y, _ = reversible_stage(f, g, params, state, x, key, memory_mode=mode)
-                return jnp.sum(y.astype(jnp.float32) * ct.astype(jnp.float32)).astype(x.dtype)
-
-            return fn
-
-        y, _ = reversible_stage(f, g, params, state, x, key, memory_mode="none")
-        x_rec = reversible_stage_inverse(f, g, params, state, y, key)
-        g_none = jax.grad(loss("none"), argnums=(0, 1))(params, x)
-        g_rev = jax.grad(loss("reversible"), argnums=(0, 1))(params, x)
-        diff = jax.tree.map(lambda a, b: a - b, g_rev, g_none)
-        return x_rec - x, g_none, diff
-
-    rt_diff, (gp_ref, gx_ref), (gp_diff, gx_diff) = measure(params, state, x, key, ct)
-    roundtrip = _tree_max_abs(rt_diff)
-    gp, gx = _tree_max_abs(gp_diff), _tree_max_abs(gx_diff)
-    return ReversibleReport(
-        dtype=dtype,
-        num_blocks=_num_blocks(params),
-        input_shape=tuple(x.shape),
-        roundtrip_max_abs=roundtrip,
-        roundtrip_rel=_rel(roundtrip, _tree_max_abs(x)),
-        grad_params_max_abs=gp,
-        grad_params_rel=_rel(gp, _tree_max_abs(gp_ref)),
-        grad_input_max_abs=gx,
-        grad_input_rel=_rel(gx, _tree_max_abs(gx_ref)),
-        rtol=float(rtol),
-        atol=float(atol),
-    )
-
-
 # --------------------------------------------------------------------------- Flax NNX adapter
 def _stack_modules(make: Callable[[nnx.Rngs], nnx.Module], num_blocks: int,
                    rngs: nnx.Rngs) -> nnx.Module:
@@ -606,3 +451,12 @@ class ReversibleSequence(nnx.Module):
             sow_intermediate(self, "firing_rate", jax.lax.stop_gradient(
                 jnp.concatenate([jnp.reshape(r, (self.num_blocks, -1)) for r in rates], 1)))
         return y
+
+
+# The checker uses the engine above; it lives in its own module and is re-exported here.
+from revsnn_jax.reversible_check import (  # noqa: E402
+    ReversibleReport,
+    check_reversible,
+    gradient_gap,
+    relative_gap,
+)

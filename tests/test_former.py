@@ -198,7 +198,7 @@ def test_memory_modes_give_identical_gradients_float64(name, modes):
 @pytest.mark.parametrize("binary", [True, False])
 def test_lean_max_pool_matches_layers_max_pool(binary):
     """Same values and gradients (first maximum per window, ties included) as layers.max_pool."""
-    from revsnn_jax.layers import max_pool
+    from revsnn_jax.layers import lean_max_pool, max_pool
 
     rng = np.random.default_rng(0)
     pools = [(3, 2, 1), (2, 2, 0), (3, 1, 1), (5, 3, 2)]
@@ -212,21 +212,25 @@ def test_lean_max_pool_matches_layers_max_pool(binary):
         # spike_input keeps 0/1 inputs as bits for the backward: same gradient
         for spike_input in ((False, True) if binary else (False,)):
             b, pull_b = jax.vjp(functools.partial(
-                former.lean_max_pool, window=window, stride=stride, padding=padding,
+                lean_max_pool, window=window, stride=stride, padding=padding,
                 spike_input=spike_input), x)
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
             np.testing.assert_allclose(pull_a(g)[0], pull_b(g)[0], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("v_threshold", [1.0, 0.5])
-def test_lean_lif_matches_library_neuron(v_threshold):
+def test_former_neuron_recompute_backward_matches_autodiff(v_threshold):
+    """The transformers' neurons keep only their input (backward="recompute"): same values and
+    gradients as autodiff of the plain scan."""
     from revsnn_jax import neurons
 
     cfg = former.CIFAR_FORMER_NEURON._replace(v_threshold=v_threshold)
+    assert cfg.backward == "recompute"
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(0.8, 1.5, (5, 3, 7)))
-    a, pull_a = jax.vjp(lambda z: neurons.neuron_multistep(z, cfg), x)
-    b, pull_b = jax.vjp(lambda z: former.lean_lif(z, cfg.tau, cfg.v_threshold, cfg.surrogate), x)
+    a, pull_a = jax.vjp(lambda z: neurons.neuron_multistep(z, cfg._replace(backward="autodiff")),
+                        x)
+    b, pull_b = jax.vjp(lambda z: neurons.neuron_multistep(z, cfg), x)
     g = jnp.asarray(rng.normal(size=a.shape))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert 0.1 < float(a.mean()) < 0.9

@@ -74,8 +74,9 @@ def test_linear_torch_default_init_bounds():
 
 def test_spiking_neuron_layer_is_parameter_free():
     from revsnn_jax.models.resnet import CIFAR_NEURON
+    from revsnn_jax.neuron_modules import from_config
 
-    sn = layers.SpikingNeuron(CIFAR_NEURON)
+    sn = from_config(CIFAR_NEURON)
     s = sn(jnp.full((3, 2), 0.6, jnp.float32))  # IF: 0.6, 1.2 -> spike, reset, 0.6
     np.testing.assert_array_equal(np.asarray(s[:, 0]), [0.0, 1.0, 0.0])
     assert not jax.tree.leaves(nnx.state(sn, nnx.Param))

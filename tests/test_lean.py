@@ -1,4 +1,6 @@
-"""The lean neuron scan (revsnn_jax.lean): values and gradients equal the plain scan's."""
+"""The hand-written backward passes of the neuron core (``backward="lean"`` and
+``"recompute"``, revsnn_jax.neuron_backward) and the fused CPU kernels (revsnn_jax.kernels):
+values and gradients equal the plain scan's."""
 
 from __future__ import annotations
 
@@ -11,9 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from support import load_script
 
-from revsnn_jax import lean, neurons
+from revsnn_jax import neuron_backward, neurons
+from revsnn_jax.kernels import cpu
+from revsnn_jax.kernels import fused as kernels_fused
 from revsnn_jax.memory import compiled_memory
+from revsnn_jax.neuron_modules import IF, LIF, from_config
 from revsnn_jax.neurons import NeuronConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,17 +89,56 @@ def test_lean_multistep_equals_plain_float64(config, chunk):
     """T = 13: the default chunk 4 leaves a shorter last chunk; 1, 5 and 13 cover the rest."""
     x, v0, g_s, g_v = _data(jnp.float64)
     out = _compare(lambda x, v: _plain(config, x, v),
-                   lambda x, v: lean.lean_multistep(x, config, v_init=v, chunk=chunk),
+                   lambda x, v: neuron_backward.lean_multistep(x, config, v_init=v, chunk=chunk),
                    (x, v0), (g_s, g_v), rtol=1e-12, atol=1e-13)
     rate = float(out[0].mean())
     assert 0.05 < rate < 0.95, f"test input should make neurons fire sometimes, rate {rate}"
+
+
+@pytest.mark.parametrize("backward", ["lean", "recompute"])
+@pytest.mark.parametrize("config", CONFIGS, ids=_name)
+def test_backward_choice_equals_autodiff_float64(config, backward):
+    """``backward=`` of the public functions: the same values, gradients equal to rounding,
+    from a given initial potential and from SpikingJelly's default one."""
+    x, v0, g_s, g_v = _data(jnp.float64)
+    kw = dict(v_threshold=config.v_threshold, v_reset=config.v_reset,
+              detach_reset=config.detach_reset, surrogate=config.surrogate)
+    if config.kind == "lif":
+        kw.update(tau=config.tau, decay_input=config.decay_input)
+    f = neurons.if_multistep if config.kind == "if" else neurons.lif_multistep
+    _compare(lambda x, v: f(x, v_init=v, **kw), lambda x, v: f(x, v_init=v, backward=backward, **kw),
+             (x, v0), (g_s, g_v), rtol=1e-12, atol=1e-13)
+    _compare(lambda x: f(x, **kw), lambda x: f(x, backward=backward, **kw),
+             (x,), (g_s, g_v), rtol=1e-12, atol=1e-13)
+    spikes = neurons.neuron_multistep(x, config._replace(backward=backward))
+    np.testing.assert_array_equal(np.asarray(spikes), np.asarray(f(x, **kw)[0]))
+
+
+@pytest.mark.parametrize("backward", ["lean", "recompute"])
+def test_modules_honour_backward_and_record_rates(backward):
+    """The NNX family runs the backward it is given (same gradients) and records one firing
+    rate, also for a tuple of inputs (the halves of a reversible stream)."""
+    from revsnn_jax.nnx_utils import call_capturing, firing_rates
+
+    x, _, g_s, _ = _data(jnp.float64)
+    for plain, other in ((LIF(tau=1.5), LIF(tau=1.5, backward=backward)),
+                         (IF(v_reset=None), IF(v_reset=None, backward=backward))):
+        _compare(plain, other, (x,), g_s, rtol=1e-12, atol=1e-13)
+        (a, b), sown = call_capturing(other.__call__, (x, 2 * x))
+        both = jnp.concatenate([a.ravel(), b.ravel()])
+        np.testing.assert_allclose(firing_rates(sown), [both.mean()], rtol=1e-12)
+    assert from_config(NeuronConfig(backward=backward)).backward == backward
+    with pytest.raises(ValueError, match="unknown backward"):
+        LIF(backward="adjoint")
+    with pytest.raises(ValueError, match="return_trace"):
+        neurons.lif_multistep(x, backward=backward, return_trace=True)
 
 
 @pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[2], CONFIGS[5]], ids=_name)
 def test_lean_multistep_equals_plain_float32(config):
     x, v0, g_s, g_v = _data(jnp.float32, t=24)
     _compare(lambda x, v: _plain(config, x, v),
-             lambda x, v: lean.lean_multistep(x, config, v_init=v, chunk=5),
+             lambda x, v: neuron_backward.lean_multistep(x, config, v_init=v, chunk=5),
              (x, v0), (g_s, g_v), rtol=1e-5, atol=1e-6)
 
 
@@ -111,7 +156,7 @@ def test_linear_lif_equals_plain_composition(config, recompute_pre):
         return _plain(config, jnp.einsum("tbi,io->tbo", inputs, w) + bias, None)[0]
 
     def fused(w, bias, inputs):
-        return lean.linear_lif(w, bias, inputs, config, chunk=3,
+        return kernels_fused.linear_lif(w, bias, inputs, config, chunk=3,
                                recompute_pre=recompute_pre)[0]
 
     _compare(plain, fused, (w, bias, inputs), g_s, rtol=1e-12, atol=1e-12)
@@ -133,7 +178,7 @@ def test_conv_lif_equals_plain_composition(recompute_pre):
         return _plain(config, y.reshape(t, b, h, h, c_out) + bias, None)[0]
 
     def fused(kernel, bias, inputs):
-        return lean.conv_lif(kernel, bias, inputs, config, chunk=4,
+        return kernels_fused.conv_lif(kernel, bias, inputs, config, chunk=4,
                              recompute_pre=recompute_pre)[0]
 
     _compare(plain, fused, (kernel, bias, inputs), g_s, rtol=1e-12, atol=1e-12,
@@ -159,7 +204,7 @@ def test_conv_nhwc_gradients_equal_autodiff(stride, padding, kernel_hw):
 
     out = reference(x, kernel)
     g = jax.random.normal(keys[2], out.shape, jnp.float64)
-    _compare(reference, lambda x, k: lean.conv_nhwc(x, k, stride, pads), (x, kernel), g,
+    _compare(reference, lambda x, k: cpu.conv_nhwc(x, k, stride, pads), (x, kernel), g,
              rtol=1e-12, atol=1e-12, exact_value=False)
 
 
@@ -176,21 +221,21 @@ def test_conv_nhwc_in_image_groups_equals_autodiff(monkeypatch, padding, unrolle
     kernel = jax.random.normal(keys[1], (3, 3, 3, 2), jnp.float64)
     pads = tuple(jax.lax.padtype_to_pads(x.shape[1:3], (3, 3), (1, 1), padding))
     image_bytes = (6 + sum(pads[0])) * (5 + sum(pads[1])) * 3 * 8
-    monkeypatch.setattr(lean, "ROWS_GROUP_BYTES", 2 * image_bytes)
-    monkeypatch.setattr(lean, "UNROLLED_GROUPS_MAX", unrolled_max)
+    monkeypatch.setattr(cpu, "ROWS_GROUP_BYTES", 2 * image_bytes)
+    monkeypatch.setattr(cpu, "UNROLLED_GROUPS_MAX", unrolled_max)
 
     def reference(x, kernel):
         return jax.lax.conv_general_dilated(x, kernel, (1, 1), pads,
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
     g = jax.random.normal(keys[2], reference(x, kernel).shape, jnp.float64)
-    _compare(reference, lambda x, k: lean.conv_nhwc(x, k, 1, pads), (x, kernel), g,
+    _compare(reference, lambda x, k: cpu.conv_nhwc(x, k, 1, pads), (x, kernel), g,
              rtol=1e-12, atol=1e-12, exact_value=False)
-    forward = str(jax.make_jaxpr(lambda x, k: lean.conv_nhwc(x, k, 1, pads))(x, kernel))
+    forward = str(jax.make_jaxpr(lambda x, k: cpu.conv_nhwc(x, k, 1, pads))(x, kernel))
     assert "scan" in forward  # the forward's groups really ran as a map
-    xp = lean._pad_hw(x, pads)
+    xp = cpu._pad_hw(x, pads)
     kernel_grad = str(jax.make_jaxpr(
-        lambda xp, g: lean._kernel_grad_flat(xp, g, kernel.shape))(xp, g))
+        lambda xp, g: cpu._kernel_grad_flat(xp, g, kernel.shape))(xp, g))
     if unrolled_max >= 3:
         assert "scan" not in kernel_grad and kernel_grad.count("dot_general") == 3
     else:
@@ -208,10 +253,10 @@ def test_lean_lowers_training_memory_at_long_horizon():
                                         NeuronConfig()).sum()
 
     def fused(w, bias, inputs):
-        return lean.linear_lif(w, bias, inputs)[0].sum()
+        return kernels_fused.linear_lif(w, bias, inputs)[0].sum()
 
     def fused_recompute(w, bias, inputs):
-        return lean.linear_lif(w, bias, inputs, recompute_pre=True)[0].sum()
+        return kernels_fused.linear_lif(w, bias, inputs, recompute_pre=True)[0].sum()
 
     mem = {name: compiled_memory(jax.grad(f, argnums=(0, 1)), *args).temp_bytes
            for name, f in (("plain", plain), ("lean", fused), ("recompute", fused_recompute))}
@@ -225,40 +270,40 @@ def test_dense_equals_matmul_float64():
     x = jax.random.normal(keys[0], (4, 3, 5), jnp.float64)
     w = jax.random.normal(keys[1], (5, 7), jnp.float64)
     g = jax.random.normal(keys[2], (4, 3, 7), jnp.float64)
-    _compare(lambda x, w: x @ w, lean.dense, (x, w), g, rtol=1e-13, atol=1e-13)
+    _compare(lambda x, w: x @ w, cpu.dense, (x, w), g, rtol=1e-13, atol=1e-13)
 
 
 def test_default_chunk():
-    assert lean.default_chunk(500) in (20, 25)
-    assert lean.default_chunk(16) == 4
-    assert lean.default_chunk(13) == 4  # prime: round(sqrt(13)), shorter last chunk
-    assert lean.default_chunk(1) == 1
+    assert neuron_backward.default_chunk(500) in (20, 25)
+    assert neuron_backward.default_chunk(16) == 4
+    assert neuron_backward.default_chunk(13) == 4  # prime: round(sqrt(13)), shorter last chunk
+    assert neuron_backward.default_chunk(1) == 1
     with pytest.raises(ValueError, match="T >= 1"):
-        lean.default_chunk(0)
+        neuron_backward.default_chunk(0)
 
 
 def test_lean_rejects_bad_input():
     x = jnp.ones((4, 3), jnp.float32)
     with pytest.raises(ValueError, match="kind 'if' and 'lif'"):
-        lean.lean_multistep(x, NeuronConfig(kind="quant"))
+        neuron_backward.lean_multistep(x, NeuronConfig(kind="quant"))
     with pytest.raises(TypeError, match="Python number"):
-        lean.lean_multistep(x, NeuronConfig(tau=jnp.ones(3)))
+        neuron_backward.lean_multistep(x, NeuronConfig(tau=jnp.ones(3)))
     with pytest.raises(ValueError, match="chunk must be a positive integer"):
-        lean.lean_multistep(x, chunk=0)
+        neuron_backward.lean_multistep(x, chunk=0)
     with pytest.raises(TypeError, match="floating"):
-        lean.lean_multistep(jnp.ones((4, 3), jnp.int32))
+        neuron_backward.lean_multistep(jnp.ones((4, 3), jnp.int32))
     with pytest.raises(ValueError, match="features"):
-        lean.linear_lif(jnp.ones((5, 2)), None, jnp.ones((4, 1, 3)))
+        kernels_fused.linear_lif(jnp.ones((5, 2)), None, jnp.ones((4, 1, 3)))
     with pytest.raises(ValueError, match="v_init has shape"):
-        lean.lean_multistep(x, v_init=jnp.ones(4))
+        neuron_backward.lean_multistep(x, v_init=jnp.ones(4))
     with pytest.raises(TypeError, match="recompute_pre must be a bool"):
-        lean.linear_lif(jnp.ones((3, 2)), None, jnp.ones((4, 1, 3)), recompute_pre="yes")
+        kernels_fused.linear_lif(jnp.ones((3, 2)), None, jnp.ones((4, 1, 3)), recompute_pre="yes")
 
 
 @pytest.mark.parametrize("tau,decay_input", [(2.0, True), (3.0, False), (None, True)])
 def test_associative_integrator_equals_sequential(tau, decay_input):
     x, v0, _, _ = _data(jnp.float64, t=37)
-    v = jax.jit(lambda x, v0: lean.leaky_integrate_associative(
+    v = jax.jit(lambda x, v0: neurons.leaky_integrate_associative(
         x, tau=tau, decay_input=decay_input, v_init=v0))(x, v0)
     # a soft-reset neuron that never reaches its threshold is the non-resetting integrator
     far = 1e9
@@ -270,21 +315,17 @@ def test_associative_integrator_equals_sequential(tau, decay_input):
             x, tau=tau, decay_input=decay_input, v_threshold=far, v_reset=None, v_init=v0,
             return_trace=True)[2])(x, v0)
     np.testing.assert_allclose(np.asarray(v), np.asarray(trace), rtol=1e-12, atol=1e-12)
-    spikes, v2 = jax.jit(lambda x, v0: lean.lif_no_reset_associative(
+    spikes, v2 = jax.jit(lambda x, v0: neurons.lif_no_reset_associative(
         x, tau=tau, decay_input=decay_input, v_init=v0))(x, v0)
     np.testing.assert_array_equal(np.asarray(spikes), np.asarray(v2 >= 1.0, np.float64))
-    grad = jax.jit(jax.grad(lambda x: lean.lif_no_reset_associative(x, tau=tau)[0].sum()))(x)
+    grad = jax.jit(jax.grad(lambda x: neurons.lif_no_reset_associative(x, tau=tau)[0].sum()))(x)
     assert np.all(np.isfinite(np.asarray(grad))) and float(jnp.abs(grad).sum()) > 0
 
 
 def test_bench_neurons_quick_ours():
     """The benchmark's CI mode: our two variants only (one subprocess each, so one case keeps
     the test short), the JSON schema, and equal lean / plain gradients in both cases."""
-    sys.path.insert(0, os.path.join(ROOT, "experiments"))
-    try:
-        import bench_neurons
-    finally:
-        sys.path.pop(0)
+    bench_neurons = load_script("bench_neurons")
     out = os.path.join(os.environ.get("PYTEST_TMPDIR", "/tmp"), f"bench_{os.getpid()}.json")
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_ENABLE_X64="0")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "bench_neurons.py"),
@@ -311,11 +352,7 @@ def test_bench_neurons_rounds(capsys):
     """``--rounds``: rows combine the rounds (median time and compile time, largest peak, each
     round's median in ``round_seconds``, ``null`` for a round without a row), and the printout
     counts the rounds lean was faster in, over rounds where both have a time."""
-    sys.path.insert(0, os.path.join(ROOT, "experiments"))
-    try:
-        import bench_neurons
-    finally:
-        sys.path.pop(0)
+    bench_neurons = load_script("bench_neurons")
 
     def got(library, variant, seconds, peak, compile_s=0.5):
         row = dict(library=library, variant=variant, case="conv_lif", device="cpu",
@@ -346,7 +383,7 @@ def test_default_initial_potential_is_spikingjelly_s(v_reset):
     # no input, no spike: the potential stays where it started, v_reset (hard) or 0 (soft)
     x = jnp.zeros((4, 3), jnp.float32)
     config = NeuronConfig(v_threshold=0.5, v_reset=v_reset)
-    _, v_final = lean.lean_multistep(x, config)
+    _, v_final = neuron_backward.lean_multistep(x, config)
     np.testing.assert_allclose(np.asarray(v_final), 0.0 if v_reset is None else -0.1,
                                rtol=0, atol=1e-7)
     _, v_plain = neurons.lif_multistep(x, v_threshold=0.5, v_reset=v_reset)

@@ -3,11 +3,12 @@ and exits, corrupt checkpoints are set aside (training resumes from the last one
 eval refuses them), NaN/Inf stop or skip, reconstruction drift warns, bad input fails fast, and the same
 seed gives the same run (README "Resuming and failures").
 
-The kill tests run `python -m revsnn_jax train` in subprocesses (a small spiking MLP on the
-bundled digits, 16 steps, a checkpoint every 4) and compare, bitwise, with one uninterrupted
-subprocess run started in parallel. Two test-only hooks of revsnn_jax.train make the kill points
-deterministic: REVSNN_TEST_PAUSE_IN_SAVE holds a checkpoint after its files are written and
-before its commit, REVSNN_TEST_STEP_DELAY slows the steps so a signal lands mid-run.
+The kill tests run `revsnn train` in subprocesses (a small spiking MLP on the bundled digits,
+16 steps, a checkpoint every 4) and compare, bitwise, with one uninterrupted subprocess run
+started in parallel. Two test hooks that tests/hooked_train.py patches into those processes make
+the kill points deterministic: REVSNN_TEST_PAUSE_IN_SAVE holds a checkpoint after its files are
+written and before its commit, REVSNN_TEST_STEP_DELAY slows the steps so a signal lands
+mid-run.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from small_runs import small
 
 from revsnn_jax import checkpointing, cli, train
 from revsnn_jax.config import load_config
+from revsnn_jax.training import checkpoint as trainer_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 16
@@ -58,7 +60,8 @@ def subprocess_env(tmp_path_factory):
 
 
 class Run:
-    """`revsnn train` on ``workdir`` in a subprocess; output goes to files (no pipe stalls)."""
+    """`revsnn train` on ``workdir`` in a subprocess (tests/hooked_train.py: ``hooks`` are its
+    environment variables); output goes to files (no pipe stalls)."""
 
     def __init__(self, workdir: pathlib.Path, env: dict, **hooks: str):
         self.workdir = workdir
@@ -68,7 +71,8 @@ class Run:
         self.err = workdir.parent / f"{workdir.name}.{n}.err"
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "revsnn_jax", "train", "--workdir", str(workdir),
+                [sys.executable, str(ROOT / "tests" / "hooked_train.py"), "train",
+                 "--workdir", str(workdir),
                  *CLI_ARGS], env={**env, **hooks}, stdout=out, stderr=err, cwd=ROOT)
 
     def stdout(self) -> str:
@@ -463,7 +467,7 @@ def test_the_nonfinite_message_names_a_checkpoint_that_verifies(tmp_path, monkey
     """Checkpoint 8 is damaged on disk after it was written; a NaN batch at step 10 then stops
     the run: the message (and the error's last_checkpoint) name step 4, not 8."""
     workdir = tmp_path / "run"
-    save = train._save
+    save = trainer_checkpoint.save
 
     def save_then_corrupt(manager, trainer, step, *args, **kwargs):
         save(manager, trainer, step, *args, **kwargs)
@@ -471,7 +475,7 @@ def test_the_nonfinite_message_names_a_checkpoint_that_verifies(tmp_path, monkey
             manager.wait_until_finished()
             _corrupt_an_array_file(workdir, 8)
 
-    monkeypatch.setattr(train, "_save", save_then_corrupt)
+    monkeypatch.setattr(trainer_checkpoint, "save", save_then_corrupt)
     _InjectNonFinite(monkeypatch, at=9)  # the batch of step 10
     with pytest.raises(train.NonFiniteError, match=r"at step 10 .*nothing after step 8 was "
                        r"saved; the last good checkpoint is step 4 .*\(verified;") as err:

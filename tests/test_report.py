@@ -1,23 +1,12 @@
 """The generated documentation pages (experiments/report.py) are in sync with their sources."""
 
-import importlib.util
 import json
-import pathlib
 import shutil
 
 import pytest
+from support import ROOT, load_script
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _load_report():
-    spec = importlib.util.spec_from_file_location("report", ROOT / "experiments" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _load_report()
+report = load_script("report")
 RESULTS_PAGE = (ROOT / "docs" / "results.md").read_text()
 API_PAGE = (ROOT / "docs" / "api.md").read_text()
 

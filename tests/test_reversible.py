@@ -14,11 +14,14 @@ import pytest
 from flax import nnx
 
 from revsnn_jax import neurons
+from revsnn_jax.demo_stage import make_train_step
 from revsnn_jax.memory import compiled_memory
 from revsnn_jax.reversible import (
     ReversibleReport,
     ReversibleSequence,
     check_reversible,
+    gradient_gap,
+    relative_gap,
     reversible_stage,
     reversible_stage_inverse,
 )
@@ -358,16 +361,7 @@ def _memory_specs(num_blocks, half=32, shape=(4, 256)):
 
 
 def _train_step(mode):
-    def step(params, state, x):
-        def loss(params):
-            y, new_state = reversible_stage(spiking_branch, spiking_branch, params, state, x,
-                                            memory_mode=mode)
-            return jnp.mean(y**2), new_state
-
-        (value, new_state), grads = jax.value_and_grad(loss, has_aux=True)(params)
-        return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), new_state, value
-
-    return step
+    return make_train_step(mode, lr=0.1, branch=spiking_branch)
 
 
 @pytest.fixture(scope="module")
@@ -515,6 +509,21 @@ def test_check_reversible_fails_when_branch_outputs_swamp_the_stream():
     x64 = jax.ShapeDtypeStruct((T, B, 8), jnp.float64)
     p64 = jax.tree.map(lambda a: a.astype(jnp.float64), (huge, p))
     assert check_reversible(_tanh_branch, _tanh_branch, p64, None, x64, rtol=1e-6).passed
+
+
+def test_gradient_gap_is_the_largest_difference_and_the_reference_scale():
+    """The measure check_reversible and the trainer's drift check share: max |a - b| and
+    max |b| over every leaf, under jit too; bfloat16 leaves are subtracted in float32."""
+    grads = {"w": jnp.array([1.0, -3.0]), "b": jnp.zeros((0,)), "v": jnp.array([2.0])}
+    reference = {"w": jnp.array([1.5, -3.0]), "b": jnp.zeros((0,)), "v": jnp.array([2.0])}
+    for gap in (gradient_gap(grads, reference), jax.jit(gradient_gap)(grads, reference)):
+        assert relative_gap(gap) == (0.5, 0.5 / 3.0)
+    assert relative_gap(gradient_gap({"w": jnp.zeros(2)}, {"w": jnp.zeros(2)})) == (0.0, 0.0)
+    assert relative_gap((1e-3, 0.0)) == (1e-3, float("inf"))
+    one = jnp.array([1.0], jnp.bfloat16)
+    near = jnp.array([1.0 + 2.0**-7], jnp.bfloat16)  # one bfloat16 ulp above 1
+    err, scale = gradient_gap(near, one)
+    assert err.dtype == jnp.float32 and float(err) == 2.0**-7 and float(scale) == 1.0
 
 
 # --------------------------------------------------------------------------- docs

@@ -166,7 +166,7 @@ def test_recipe_schedules_and_mixup():
     assert lams == [train.mixup_lambda(mix, s, steps_per_epoch=10) for s in range(12)]
     assert all(0.0 <= v < 1.0 for v in lams[:10]) and lams[10:] == [1.0, 1.0]  # off at epoch 1
     assert train.mixup_lambda(small(), 0, 10) == 1.0
-    xm, ym = train._mixup(x, y, 0.25, 4)
+    xm, ym = train.mixup(x, y, 0.25, 4)
     np.testing.assert_allclose(xm, 0.25 * x + 0.75 * x[::-1], rtol=1e-6)
     np.testing.assert_allclose(ym[0], [0.25, 0, 0, 0.75], rtol=1e-6)
 

@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from revsnn_jax import checkpointing, train
+    from revsnn_jax.training.loop import quiet_absl
 
     overrides = {}
     if args.data_dir is not None:
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if args.eval_batch_size is not None:
         overrides["eval_batch_size"] = args.eval_batch_size
     try:
-        with train._quiet_absl(), concise_warnings("eval", (
+        with quiet_absl(), concise_warnings("eval", (
                 checkpointing.CorruptCheckpointWarning,)):
             result = train.evaluate(args.workdir, overrides, step=args.step)
     except (ValueError, FileNotFoundError) as err:

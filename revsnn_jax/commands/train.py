@@ -1,4 +1,4 @@
-"""``revsnn train``: train a configuration (experiments/configs/NAME.yaml) in a work directory.
+"""``revsnn train``: train a configuration (revsnn_jax/configs/NAME.yaml) in a work directory.
 
 ``revsnn train --config NAME --workdir DIR [--field value ...]``: every field of
 :class:`revsnn_jax.config.TrainConfig` is a flag (``--batch-size 64``, ``--memory-mode none``,
@@ -67,7 +67,7 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="config name in experiments/configs, or a path "
+    parser.add_argument("--config", help="config name in revsnn_jax/configs, or a path "
                         "(default: the work directory's saved config, else 'default')")
     parser.add_argument("--workdir", required=True, help="run directory (checkpoints, logs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from revsnn_jax import checkpointing, train
     from revsnn_jax.commands._args import concise_warnings
     from revsnn_jax.config import load_config
+    from revsnn_jax.training.loop import quiet_absl
 
     _WARNINGS = (checkpointing.CorruptCheckpointWarning, train.ReconstructionDriftWarning)
     try:
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             cfg = train.load_workdir_config(args.workdir).replace(**overrides)
         else:
             cfg = load_config(args.config or "default", overrides)
-        with train._quiet_absl(), concise_warnings("train", _WARNINGS):
+        with quiet_absl(), concise_warnings("train", _WARNINGS):
             summary = train.train(cfg, args.workdir, progress=not args.no_progress)
     except train.NonFiniteError as err:
         print(f"revsnn train: error: {err}", file=sys.stderr)

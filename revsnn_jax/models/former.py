@@ -32,11 +32,12 @@ configuration here: ``N = 64``, ``d = 16 / 32 / 48``). :func:`spiking_attention`
 computes ``k^T v`` first. q, k and v are binary, so every product is a small integer sum
 (< 2^24): both orders give bit-identical results in float32 and float64.
 
-**Lean backward passes** (same values and gradients, tested): :func:`lean_max_pool` replaces
-XLA's ``select_and_scatter`` max-pool gradient (which XLA:CPU expands into int32 index arrays
-of the input's size) and keeps its 0/1 input as bits; :func:`lean_lif` keeps only its input;
-every pointwise layer and tokenizer convolution keeps its spike input as bits
-(:mod:`revsnn_jax.bitpack`).
+**Lean backward passes** (same values and gradients, tested):
+:func:`revsnn_jax.layers.lean_max_pool` replaces XLA's ``select_and_scatter`` max-pool gradient
+(which XLA:CPU expands into int32 index arrays of the input's size) and keeps its 0/1 input as
+bits; every neuron runs with ``backward="recompute"`` (:mod:`revsnn_jax.neuron_backward`: the
+backward keeps only its input); every pointwise layer and tokenizer convolution keeps its spike
+input as bits (:mod:`revsnn_jax.bitpack`).
 
 Neurons: SpikingJelly ``MultiStepLIFNode(tau, detach_reset=True)``, hard reset to 0, Sigmoid(4)
 surrogate; ``tau = 2.0`` on CIFAR and ``1.5`` on DVS; the attention neuron fires at 0.5.
@@ -47,7 +48,6 @@ BN weight 1 / bias 0) and Spikingformer's ``_init_weights`` for the head (trunca
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,12 +56,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from revsnn_jax import bitpack, surrogate
-from revsnn_jax.layers import BatchNorm, SpikingNeuron, run_blocks
+from revsnn_jax.layers import BatchNorm, lean_max_pool, run_blocks
 from revsnn_jax.models.registry import register
-from revsnn_jax.neurons import NeuronConfig, scan_unroll
-from revsnn_jax.nnx_utils import sow_intermediate
+from revsnn_jax.modes import PLAIN_MEMORY_MODES
+from revsnn_jax.neuron_modules import from_config
+from revsnn_jax.neurons import NeuronConfig
 from revsnn_jax.reversible import ReversibleSequence, check_memory_mode
-from revsnn_jax.ties import tie
 
 __all__ = [
     "ATTENTION_SCALE",
@@ -72,18 +72,17 @@ __all__ = [
     "SpikingSelfAttention",
     "SpikingTokenizer",
     "Spikingformer",
-    "lean_lif",
-    "lean_max_pool",
     "spiking_attention",
 ]
 
 Array = jax.Array
 Dtype = Any
 
-#: CIFAR transformers: ``MultiStepLIFNode(tau=2.0, detach_reset=True)``, Sigmoid(4) surrogate.
+#: CIFAR transformers: ``MultiStepLIFNode(tau=2.0, detach_reset=True)``, Sigmoid(4) surrogate,
+#: with the backward that keeps only the neuron's input (``backward="recompute"``).
 CIFAR_FORMER_NEURON = NeuronConfig(kind="lif", tau=2.0, v_threshold=1.0, v_reset=0.0,
                                    decay_input=True, detach_reset=True,
-                                   surrogate=surrogate.sigmoid(4.0))
+                                   surrogate=surrogate.sigmoid(4.0), backward="recompute")
 #: DVS transformers: as CIFAR with ``tau = 1.5``.
 DVS_FORMER_NEURON = CIFAR_FORMER_NEURON._replace(tau=1.5)
 #: The fixed attention scale of Spikingformer / RevSFormer (independent of the head width).
@@ -107,82 +106,6 @@ def _torch_default_bias(fan_in: int):
 
 
 # --------------------------------------------------------------------------- layers
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def lean_lif(x: Array, tau: float, v_threshold: float, spike_fn: surrogate.Surrogate) -> Array:
-    """Multi-step LIF spikes of ``x`` (``[T, ...]``) from ``V = 0`` with a lean backward.
-
-    SpikingJelly's ``MultiStepLIFNode(tau, v_threshold, v_reset=0, decay_input=True,
-    detach_reset=True)``: ``H[t] = V[t-1] + (X[t] - V[t-1]) / tau``, ``S[t] = (H[t] >=
-    V_th)``, ``V[t] = H[t] (1 - S[t])``. Values and gradients equal
-    :func:`revsnn_jax.neurons.neuron_multistep` with that configuration (tested). The custom
-    VJP keeps only the input ``X`` (which is usually an elementwise function of its producer's
-    own residual, so XLA may keep that instead); the backward reruns the forward recursion
-    for ``H``, tied to the cotangent (:mod:`revsnn_jax.ties`), and then the reverse recursion
-    ``dH[t] = dS[t] g'(H[t] - V_th) + dV[t] (1 - S[t])``, ``dX[t] = dH[t] / tau``,
-    ``dV[t-1] = dH[t] (1 - 1 / tau)``. Autodiff through the forward scan kept several arrays of
-    the sequence's size per neuron on XLA:CPU.
-    """
-    return _lean_lif_scan(x, tau, v_threshold)[0]
-
-
-def _lean_lif_scan(x, tau, v_threshold):
-    """``(spikes, H)`` of the forward recursion."""
-    inv_tau = jnp.asarray(1.0 / tau, x.dtype)
-    v_th = jnp.asarray(v_threshold, x.dtype)
-
-    def step(v, x_t):
-        h = v + (x_t - v) * inv_tau
-        s = (h >= v_th).astype(x.dtype)
-        return h * (1 - s), (s, h)
-
-    _, (spikes, h) = jax.lax.scan(step, jnp.zeros(x.shape[1:], x.dtype), x,
-                                  unroll=scan_unroll(x.shape[0]))
-    return spikes, h
-
-
-def _lean_lif_fwd(x, tau, v_threshold, spike_fn):
-    return _lean_lif_scan(x, tau, v_threshold)[0], x
-
-
-def _lean_lif_bwd(tau, v_threshold, spike_fn, x, g):
-    _, h = _lean_lif_scan(tie(x, g), tau, v_threshold)
-    inv_tau = jnp.asarray(1.0 / tau, h.dtype)
-    v_th = jnp.asarray(v_threshold, h.dtype)
-
-    def step(dv, inputs):
-        h_t, g_t = inputs
-        not_fired = (h_t < v_th).astype(h.dtype)
-        dh = g_t * spike_fn.derivative(h_t - v_th) + dv * not_fired
-        return dh * (1 - inv_tau), dh * inv_tau
-
-    _, dx = jax.lax.scan(step, jnp.zeros(h.shape[1:], h.dtype), (h, g), reverse=True,
-                         unroll=scan_unroll(h.shape[0]))
-    return (dx,)
-
-
-lean_lif.defvjp(_lean_lif_fwd, _lean_lif_bwd)
-
-
-class _Neuron(nnx.Module):
-    """A multi-step neuron: :func:`lean_lif` for SpikingJelly's hard-reset, detach-reset LIF
-    (every neuron of these models), :class:`revsnn_jax.layers.SpikingNeuron` otherwise."""
-
-    def __init__(self, config: NeuronConfig) -> None:
-        self.config = config
-        self.lean = (config.kind == "lif" and config.v_reset == 0.0 and config.decay_input
-                     and config.detach_reset and isinstance(config.surrogate, surrogate.Surrogate))
-        self.fallback = None if self.lean else SpikingNeuron(config)
-
-    def __call__(self, x: Array) -> Array:
-        if self.lean:
-            c = self.config
-            spikes = lean_lif(x, float(c.tau), float(c.v_threshold), c.surrogate)
-            # the firing rate, as SpikingNeuron records it (the fallback records its own)
-            sow_intermediate(self, "firing_rate", jax.lax.stop_gradient(spikes).mean())
-            return spikes
-        return self.fallback(x)
-
-
 class _Conv3x3(nnx.Module):
     """``nn.Conv2d(in, out, 3, 1, 1, bias=False)`` with PyTorch's default init, time folded.
 
@@ -245,17 +168,17 @@ class SpikingSelfAttention(nnx.Module):
         if dim % heads:
             raise ValueError(f"dim {dim} must be divisible by heads {heads}")
         self.dim, self.heads = dim, heads
-        self.proj_lif = _Neuron(neuron)
+        self.proj_lif = from_config(neuron)
         self.q_conv = _Pointwise(dim, dim, use_bias=False, param_dtype=param_dtype, rngs=rngs)
         self.q_bn = BatchNorm(dim, param_dtype=param_dtype)
-        self.q_lif = _Neuron(neuron)
+        self.q_lif = from_config(neuron)
         self.k_conv = _Pointwise(dim, dim, use_bias=False, param_dtype=param_dtype, rngs=rngs)
         self.k_bn = BatchNorm(dim, param_dtype=param_dtype)
-        self.k_lif = _Neuron(neuron)
+        self.k_lif = from_config(neuron)
         self.v_conv = _Pointwise(dim, dim, use_bias=False, param_dtype=param_dtype, rngs=rngs)
         self.v_bn = BatchNorm(dim, param_dtype=param_dtype)
-        self.v_lif = _Neuron(neuron)
-        self.attn_lif = _Neuron(neuron._replace(v_threshold=ATTENTION_THRESHOLD))
+        self.v_lif = from_config(neuron)
+        self.attn_lif = from_config(neuron._replace(v_threshold=ATTENTION_THRESHOLD))
         self.out_conv = _Pointwise(dim, dim, use_bias=True, param_dtype=param_dtype, rngs=rngs)
         self.out_bn = BatchNorm(dim, param_dtype=param_dtype)
 
@@ -284,110 +207,16 @@ class SpikingMLP(nnx.Module):
     def __init__(self, dim: int, neuron: NeuronConfig, *, ratio: int = MLP_RATIO,
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> None:
         hidden = ratio * dim
-        self.lif1 = _Neuron(neuron)
+        self.lif1 = from_config(neuron)
         self.fc1 = _Pointwise(dim, hidden, use_bias=True, param_dtype=param_dtype, rngs=rngs)
         self.bn1 = BatchNorm(hidden, param_dtype=param_dtype)
-        self.lif2 = _Neuron(neuron)
+        self.lif2 = from_config(neuron)
         self.fc2 = _Pointwise(hidden, dim, use_bias=True, param_dtype=param_dtype, rngs=rngs)
         self.bn2 = BatchNorm(dim, param_dtype=param_dtype)
 
     def __call__(self, x: Array) -> Array:
         x = self.bn1(self.fc1(self.lif1(x)))
         return self.bn2(self.fc2(self.lif2(x)))
-
-
-def _pool_windows(xp: Array, out_h: int, out_w: int, window: int, stride: int):
-    """The ``window * window`` strided views of the padded ``xp``, in row-major window order."""
-    for di in range(window):
-        for dj in range(window):
-            yield di, dj, xp[..., di:di + stride * (out_h - 1) + 1:stride,
-                             dj:dj + stride * (out_w - 1) + 1:stride, :]
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
-def lean_max_pool(x: Array, window: int = 3, stride: int = 2, padding: int = 1,
-                  spike_input: bool = False) -> Array:
-    """PyTorch ``MaxPool2d(window, stride, padding)`` over ``[..., H, W, C]`` with a lean backward.
-
-    Same values and gradients as :func:`revsnn_jax.layers.max_pool` (each window's gradient
-    goes to its first maximum in row-major order, PyTorch's choice), but the backward is built
-    from ``window * window`` strided slices instead of XLA's ``select_and_scatter``, which
-    XLA:CPU expands into a scatter with five int32 index arrays of the padded input's size: at
-    CIFAR shape that made the tokenizer's pooling cost more training memory than all of
-    RevSFormer's blocks together. Only ``x`` is kept for the backward, as bits
-    (:mod:`revsnn_jax.bitpack`) when ``spike_input=True`` declares it a 0/1 spike tensor. The
-    window contributions are summed one after another, each tied to the running sum
-    (:mod:`revsnn_jax.ties`), so one padded gradient is live at a time, not ``window ** 2``.
-    """
-    return _max_pool_values(x, window, stride, padding)
-
-
-def _max_pool_values(x, window, stride, padding):
-    h, w = x.shape[-3], x.shape[-2]
-    out_h = (h + 2 * padding - window) // stride + 1
-    out_w = (w + 2 * padding - window) // stride + 1
-    pads = [(0, 0)] * (x.ndim - 3) + [(padding, padding), (padding, padding), (0, 0)]
-    xp = jnp.pad(x, pads, constant_values=-jnp.inf)
-    out = None
-    for _, _, view in _pool_windows(xp, out_h, out_w, window, stride):
-        out = view if out is None else jnp.maximum(out, view)
-    return out
-
-
-def _lean_max_pool_fwd(x, window, stride, padding, spike_input):
-    residual = bitpack.pack_bits(x) if spike_input else x
-    return _max_pool_values(x, window, stride, padding), residual
-
-
-def _lean_max_pool_bwd(window, stride, padding, spike_input, residual, g):
-    if spike_input:
-        channels = g.shape[-1]
-        x = tie(bitpack.unpack_bits(residual, channels, g.dtype), g)
-    else:
-        x = tie(residual, g)
-    out = _max_pool_values(x, window, stride, padding)
-    out_h, out_w = out.shape[-3], out.shape[-2]
-    pads = [(0, 0)] * (x.ndim - 3) + [(padding, padding), (padding, padding), (0, 0)]
-    xp = jnp.pad(x, pads, constant_values=-jnp.inf)
-    taken = jnp.zeros(out.shape, bool)
-    zero = jnp.zeros((), g.dtype)
-    contribs = {}
-    for di, dj, view in _pool_windows(xp, out_h, out_w, window, stride):
-        hit = (view == out) & ~taken  # the first maximum of each window takes the gradient
-        taken = taken | hit
-        contribs[di, dj] = jnp.where(hit, g, zero)
-    # Padded row R = stride * q + rho receives window i = q - (d - rho) / stride's offset d for
-    # every d = rho (mod stride): per residue class (rho_h, rho_w) a sum of shifted output-size
-    # contributions, then the classes interleave to the padded grid. Nothing of the input's
-    # size is built but the result.
-    q_h, q_w = -(-xp.shape[-3] // stride), -(-xp.shape[-2] // stride)
-    classes = []
-    for rho_h in range(stride):
-        row = []
-        for rho_w in range(stride):
-            total = jnp.zeros((*out.shape[:-3], q_h, q_w, out.shape[-1]), g.dtype)
-            for dh in range(rho_h, window, stride):
-                for dw in range(rho_w, window, stride):
-                    total = total + _shift_to(contribs[dh, dw], (dh - rho_h) // stride,
-                                              (dw - rho_w) // stride, q_h, q_w)
-            row.append(total)
-        classes.append(jnp.stack(row, axis=-2))  # [..., q_h, q_w, stride, C]
-    grid = jnp.stack(classes, axis=-4)  # [..., q_h, stride, q_w, stride, C]
-    grid = grid.reshape((*out.shape[:-3], q_h * stride, q_w * stride, out.shape[-1]))
-    h, w = x.shape[-3], x.shape[-2]
-    return (grid[..., padding:padding + h, padding:padding + w, :],)
-
-
-def _shift_to(v: Array, k_h: int, k_w: int, q_h: int, q_w: int) -> Array:
-    """``v [..., out_h, out_w, C]`` moved down by ``k_h`` rows and right by ``k_w`` columns,
-    zero-filled and cut to ``[..., q_h, q_w, C]`` (``out[q] = v[q - k]``)."""
-    out_h, out_w = v.shape[-3], v.shape[-2]
-    lead = [(0, 0, 0)] * (v.ndim - 3)
-    return jax.lax.pad(v, jnp.zeros((), v.dtype), [
-        *lead, (k_h, q_h - out_h - k_h, 0), (k_w, q_w - out_w - k_w, 0), (0, 0, 0)])
-
-
-lean_max_pool.defvjp(_lean_max_pool_fwd, _lean_max_pool_bwd)
 
 
 class SpikingTokenizer(nnx.Module):
@@ -413,7 +242,7 @@ class SpikingTokenizer(nnx.Module):
         kw = dict(param_dtype=param_dtype, rngs=rngs)
         self.conv0 = _Conv3x3(in_channels, widths[0], **kw)
         self.bn0 = BatchNorm(widths[0], param_dtype=param_dtype)
-        self.lifs = nnx.List([_Neuron(neuron) for _ in range(4)])
+        self.lifs = nnx.List([from_config(neuron) for _ in range(4)])
         self.convs = nnx.List([_Conv3x3(widths[i], widths[i + 1], spike_input=True, **kw)
                                for i in range(4)])
         self.bns = nnx.List([BatchNorm(widths[i + 1], param_dtype=param_dtype)
@@ -524,7 +353,7 @@ class Spikingformer(nnx.Module):
                  memory_mode: str = "none", param_dtype: Dtype = jnp.float32,
                  rngs: nnx.Rngs) -> None:
         _check_common(dim, depth, heads)
-        if memory_mode not in ("none", "checkpoint"):
+        if memory_mode not in PLAIN_MEMORY_MODES:
             raise ValueError(f"Spikingformer is not reversible: memory_mode must be 'none' or "
                              f"'checkpoint', got {memory_mode!r}")
         self.dim, self.depth, self.heads = dim, depth, heads
@@ -592,36 +421,30 @@ def _builder(cls: type, *, default_dim: int, default_depth: int, reversible: boo
 _CIFAR = dict(input_shape=CIFAR_SHAPE, default_time_steps=4, default_num_classes=10)
 _DVS = dict(input_shape=DVS_SHAPE, default_time_steps=DVS_TIME_STEPS, default_num_classes=10)
 
-revsformer_2_384 = register(
-    "revsformer_2_384", family="revsformer", reversible=True,
-    counterpart="spikingformer_2_384", **_CIFAR,
-    description="RevSFormer-2-384, CIFAR 32x32: 2 reversible SSA/MLP blocks, stream 768, "
-                "heads 12 (C10) / 8 (C100), LIF tau 2")(
-    _builder(RevSFormer, default_dim=384, default_depth=2, reversible=True, dvs=False))
-revsformer_4_384 = register(
-    "revsformer_4_384", family="revsformer", reversible=True,
-    counterpart="spikingformer_4_384", **_CIFAR,
-    description="RevSFormer-4-384, CIFAR 32x32: 4 reversible SSA/MLP blocks, stream 768, "
-                "heads 12 (C10) / 8 (C100), LIF tau 2")(
-    _builder(RevSFormer, default_dim=384, default_depth=4, reversible=True, dvs=False))
-revsformer_2_256 = register(
-    "revsformer_2_256", family="revsformer", reversible=True,
-    counterpart="spikingformer_2_256", **_DVS,
-    description="RevSFormer-2-256, DVS 128x128x2 frames: 2 reversible blocks, stream 512, "
-                "16 heads, LIF tau 1.5")(
-    _builder(RevSFormer, default_dim=256, default_depth=2, reversible=True, dvs=True))
-spikingformer_2_384 = register(
-    "spikingformer_2_384", family="spikingformer", reversible=False, **_CIFAR,
-    description="Spikingformer-2-384, CIFAR 32x32: 2 blocks x + SSA(x); x + MLP(x), width 384, "
-                "heads 12 (C10) / 8 (C100), LIF tau 2")(
-    _builder(Spikingformer, default_dim=384, default_depth=2, reversible=False, dvs=False))
-spikingformer_4_384 = register(
-    "spikingformer_4_384", family="spikingformer", reversible=False, **_CIFAR,
-    description="Spikingformer-4-384, CIFAR 32x32: 4 blocks x + SSA(x); x + MLP(x), width 384, "
-                "heads 12 (C10) / 8 (C100), LIF tau 2")(
-    _builder(Spikingformer, default_dim=384, default_depth=4, reversible=False, dvs=False))
-spikingformer_2_256 = register(
-    "spikingformer_2_256", family="spikingformer", reversible=False, **_DVS,
-    description="Spikingformer-2-256, DVS 128x128x2 frames: 2 blocks, width 256, 16 heads, "
-                "LIF tau 1.5")(
-    _builder(Spikingformer, default_dim=256, default_depth=2, reversible=False, dvs=True))
+#: name, class, default dim, default depth, event data?, counterpart, description
+_REGISTRY = (
+    ("revsformer_2_384", RevSFormer, 384, 2, False, "spikingformer_2_384",
+     "RevSFormer-2-384, CIFAR 32x32: 2 reversible SSA/MLP blocks, stream 768, heads 12 (C10) / "
+     "8 (C100), LIF tau 2"),
+    ("revsformer_4_384", RevSFormer, 384, 4, False, "spikingformer_4_384",
+     "RevSFormer-4-384, CIFAR 32x32: 4 reversible SSA/MLP blocks, stream 768, heads 12 (C10) / "
+     "8 (C100), LIF tau 2"),
+    ("revsformer_2_256", RevSFormer, 256, 2, True, "spikingformer_2_256",
+     "RevSFormer-2-256, DVS 128x128x2 frames: 2 reversible blocks, stream 512, 16 heads, "
+     "LIF tau 1.5"),
+    ("spikingformer_2_384", Spikingformer, 384, 2, False, None,
+     "Spikingformer-2-384, CIFAR 32x32: 2 blocks x + SSA(x); x + MLP(x), width 384, heads 12 "
+     "(C10) / 8 (C100), LIF tau 2"),
+    ("spikingformer_4_384", Spikingformer, 384, 4, False, None,
+     "Spikingformer-4-384, CIFAR 32x32: 4 blocks x + SSA(x); x + MLP(x), width 384, heads 12 "
+     "(C10) / 8 (C100), LIF tau 2"),
+    ("spikingformer_2_256", Spikingformer, 256, 2, True, None,
+     "Spikingformer-2-256, DVS 128x128x2 frames: 2 blocks, width 256, 16 heads, LIF tau 1.5"),
+)
+
+for _name, _cls, _dim, _depth, _dvs, _counterpart, _description in _REGISTRY:
+    _reversible = _cls is RevSFormer
+    register(_name, family="revsformer" if _reversible else "spikingformer",
+             reversible=_reversible, counterpart=_counterpart, description=_description,
+             **(_DVS if _dvs else _CIFAR))(
+        _builder(_cls, default_dim=_dim, default_depth=_depth, reversible=_reversible, dvs=_dvs))

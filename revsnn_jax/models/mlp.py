@@ -5,7 +5,7 @@ time. Static images are encoded directly: the first Linear (and its BatchNorm) r
 image and its output is fed to the neurons at every one of the T steps; event frames
 ``[T, B, H, W, C]`` are flattened per step with time folded into the batch. Weights are applied
 once over the merged ``[T * B, ...]`` axis and only the neuron scans over T
-(:func:`revsnn_jax.neurons.lif_multistep`).
+(:class:`revsnn_jax.neuron_modules.LIF`).
 
 Memory modes: ``"none"`` (plain autodiff) and ``"checkpoint"`` (each hidden layer under
 ``jax.checkpoint``: its activations are recomputed in the backward pass). Each spiking layer
@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from revsnn_jax import neurons
 from revsnn_jax.models.registry import register
-from revsnn_jax.nnx_utils import sow_intermediate
+from revsnn_jax.modes import PLAIN_MEMORY_MODES
+from revsnn_jax.neuron_modules import LIF
 
 __all__ = ["SpikingLayer", "SpikingMLP"]
 
@@ -42,6 +42,7 @@ class SpikingLayer(nnx.Module):
         self.time_steps = time_steps
         self.tau = tau
         self.surrogate = surrogate
+        self.neuron = LIF(tau=tau, surrogate=surrogate)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         static = x.ndim == 2
@@ -52,9 +53,7 @@ class SpikingLayer(nnx.Module):
         h = h.reshape(*lead, -1)
         if static:  # direct encoding: the same input current at every step
             h = jnp.broadcast_to(h, (self.time_steps, *h.shape))
-        spikes, _ = neurons.lif_multistep(h, tau=self.tau, surrogate=self.surrogate)
-        sow_intermediate(self, "firing_rate", jax.lax.stop_gradient(spikes).mean())
-        return spikes
+        return self.neuron(h)
 
 
 class SpikingMLP(nnx.Module):
@@ -64,7 +63,7 @@ class SpikingMLP(nnx.Module):
                  input_shape: Sequence[int] = (8, 8, 1), hidden: Sequence[int] = (256, 256),
                  tau: float = 2.0, bn: bool = True, surrogate: str = "sigmoid",
                  dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
-        if memory_mode not in ("none", "checkpoint"):
+        if memory_mode not in PLAIN_MEMORY_MODES:
             raise ValueError(f"spiking_mlp supports memory_mode 'none' or 'checkpoint', "
                              f"got {memory_mode!r}")
         if not hidden:

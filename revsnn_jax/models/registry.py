@@ -20,9 +20,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from revsnn_jax.modes import MEMORY_MODES, PLAIN_MEMORY_MODES
+
 __all__ = ["ModelInfo", "create", "get_info", "list_models", "register"]
 
-MEMORY_MODES = ("reversible", "checkpoint", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +94,7 @@ def create(name: str, **kwargs: Any) -> Any:
     info = get_info(name)
     mode = kwargs.get("memory_mode")
     if mode is not None:
-        allowed = MEMORY_MODES if info.reversible else MEMORY_MODES[1:]
+        allowed = MEMORY_MODES if info.reversible else PLAIN_MEMORY_MODES
         if mode not in allowed:
             raise ValueError(
                 f"memory_mode {mode!r} is not available for {name}; choose one of "

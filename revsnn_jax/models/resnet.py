@@ -43,13 +43,14 @@ from revsnn_jax.layers import (
     BatchNorm,
     Conv2d,
     Linear,
-    SpikingNeuron,
     avg_pool,
     global_avg_pool,
     max_pool,
     run_blocks,
 )
 from revsnn_jax.models.registry import register
+from revsnn_jax.modes import PLAIN_MEMORY_MODES
+from revsnn_jax.neuron_modules import from_config
 from revsnn_jax.neurons import NeuronConfig
 from revsnn_jax.reversible import ReversibleSequence, check_memory_mode
 
@@ -83,8 +84,6 @@ CIFAR_NEURON = NeuronConfig(kind="if", v_threshold=1.0, v_reset=0.0, detach_rese
 DVS_NEURON = NeuronConfig(kind="lif", tau=1.5, v_threshold=1.0, v_reset=0.0, decay_input=True,
                           detach_reset=True, surrogate=surrogate.sigmoid(4.0))
 
-MS_MEMORY_MODES = ("none", "checkpoint")
-
 
 # --------------------------------------------------------------------------- building blocks
 class ResidualBranch(nnx.Module):
@@ -96,11 +95,11 @@ class ResidualBranch(nnx.Module):
 
     def __init__(self, planes: int, neuron: NeuronConfig, *, param_dtype: Dtype = jnp.float32,
                  rngs: nnx.Rngs) -> None:
-        self.sn1 = SpikingNeuron(neuron)
+        self.sn1 = from_config(neuron)
         self.conv1 = Conv2d(planes, planes, 3, padding=1, spike_input=True,
                             param_dtype=param_dtype, rngs=rngs)
         self.bn1 = BatchNorm(planes, param_dtype=param_dtype)
-        self.sn2 = SpikingNeuron(neuron)
+        self.sn2 = from_config(neuron)
         self.conv2 = Conv2d(planes, planes, 3, padding=1, spike_input=True,
                             param_dtype=param_dtype, rngs=rngs)
         self.bn2 = BatchNorm(planes, param_dtype=param_dtype)
@@ -120,7 +119,7 @@ class DownSample(nnx.Module):
 
     def __init__(self, in_features: int, out_features: int, neuron: NeuronConfig, *,
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> None:
-        self.sn = SpikingNeuron(neuron)
+        self.sn = from_config(neuron)
         self.conv = Conv2d(in_features, out_features, 1, param_dtype=param_dtype, rngs=rngs)
         self.bn = BatchNorm(out_features, param_dtype=param_dtype)
 
@@ -183,7 +182,7 @@ class SpikingHead(nnx.Module):
 
     def __init__(self, in_features: int, num_classes: int, neuron: NeuronConfig, *,
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> None:
-        self.sn = SpikingNeuron(neuron)
+        self.sn = from_config(neuron)
         self.fc = Linear(in_features, num_classes, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: Array | Halves) -> Array:
@@ -203,17 +202,17 @@ class MSBasicBlock(nnx.Module):
 
     def __init__(self, in_features: int, out_features: int, neuron: NeuronConfig, *,
                  stride: int = 1, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> None:
-        self.sn1 = SpikingNeuron(neuron)
+        self.sn1 = from_config(neuron)
         self.conv1 = Conv2d(in_features, out_features, 3, stride=stride, padding=1,
                             spike_input=True, param_dtype=param_dtype, rngs=rngs)
         self.bn1 = BatchNorm(out_features, param_dtype=param_dtype)
-        self.sn2 = SpikingNeuron(neuron)
+        self.sn2 = from_config(neuron)
         self.conv2 = Conv2d(out_features, out_features, 3, padding=1, spike_input=True,
                             param_dtype=param_dtype, rngs=rngs)
         self.bn2 = BatchNorm(out_features, param_dtype=param_dtype)
         self.has_shortcut = stride != 1 or in_features != out_features
         if self.has_shortcut:
-            self.shortcut_sn = SpikingNeuron(neuron)
+            self.shortcut_sn = from_config(neuron)
             self.shortcut_conv = Conv2d(in_features, out_features, 1, stride=stride,
                                         spike_input=True, param_dtype=param_dtype, rngs=rngs)
             self.shortcut_bn = BatchNorm(out_features, param_dtype=param_dtype)
@@ -304,7 +303,7 @@ class MSResNet(nnx.Module):
                  event_input: bool = False, memory_mode: str = "none",
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> None:
         blocks, widths = _check_stages(blocks, widths)
-        if memory_mode not in MS_MEMORY_MODES:
+        if memory_mode not in PLAIN_MEMORY_MODES:
             raise ValueError(f"MS-ResNet is not reversible: memory_mode must be 'none' or "
                              f"'checkpoint', got {memory_mode!r}")
         self.blocks, self.widths = blocks, widths
@@ -341,32 +340,19 @@ DVS_SHAPE = (128, 128, 2)
 DVS_TIME_STEPS = 10
 
 
-def _rngs(rngs: nnx.Rngs | None) -> nnx.Rngs:
-    return nnx.Rngs(0) if rngs is None else rngs
+def _builder(cls: type, default_blocks: tuple[int, ...], default_widths: tuple[int, ...],
+             neuron: NeuronConfig, dvs: bool) -> Callable[..., Any]:
+    """The constructor of one registered ResNet: overrides ``widths``, ``blocks``, ``neuron``."""
+    default_mode = "reversible" if cls is RevSResNet else "none"
 
-
-def _revs_cifar(default_blocks: tuple[int, ...]) -> Callable[..., RevSResNet]:
-    def build(*, num_classes: int = 10, time_steps: int = 4, memory_mode: str = "reversible",
-              rngs: nnx.Rngs | None = None, widths: Sequence[int] | None = None,
-              blocks: Sequence[int] | None = None, neuron: NeuronConfig = CIFAR_NEURON,
-              param_dtype: Dtype = jnp.float32) -> RevSResNet:
-        return RevSResNet(blocks=blocks or default_blocks,
-                          widths=widths or REVSRESNET_CIFAR_WIDTHS, num_classes=num_classes,
-                          time_steps=time_steps, neuron=neuron, in_channels=3,
-                          memory_mode=memory_mode, param_dtype=param_dtype, rngs=_rngs(rngs))
-
-    return build
-
-
-def _ms_cifar(default_blocks: tuple[int, ...]) -> Callable[..., MSResNet]:
-    def build(*, num_classes: int = 10, time_steps: int = 4, memory_mode: str = "none",
-              rngs: nnx.Rngs | None = None, widths: Sequence[int] | None = None,
-              blocks: Sequence[int] | None = None, neuron: NeuronConfig = CIFAR_NEURON,
-              param_dtype: Dtype = jnp.float32) -> MSResNet:
-        return MSResNet(blocks=blocks or default_blocks,
-                        widths=widths or MSRESNET_CIFAR_WIDTHS, num_classes=num_classes,
-                        time_steps=time_steps, neuron=neuron, in_channels=3,
-                        memory_mode=memory_mode, param_dtype=param_dtype, rngs=_rngs(rngs))
+    def build(*, num_classes: int = 10, time_steps: int = DVS_TIME_STEPS if dvs else 4,
+              memory_mode: str = default_mode, rngs: nnx.Rngs | None = None,
+              widths: Sequence[int] | None = None, blocks: Sequence[int] | None = None,
+              neuron: NeuronConfig = neuron, param_dtype: Dtype = jnp.float32) -> Any:
+        return cls(blocks=blocks or default_blocks, widths=widths or default_widths,
+                   num_classes=num_classes, time_steps=time_steps, neuron=neuron,
+                   in_channels=2 if dvs else 3, event_input=dvs, memory_mode=memory_mode,
+                   param_dtype=param_dtype, rngs=nnx.Rngs(0) if rngs is None else rngs)
 
     return build
 
@@ -374,56 +360,32 @@ def _ms_cifar(default_blocks: tuple[int, ...]) -> Callable[..., MSResNet]:
 _CIFAR = dict(input_shape=CIFAR_SHAPE, default_time_steps=4, default_num_classes=10)
 _DVS = dict(input_shape=DVS_SHAPE, default_time_steps=DVS_TIME_STEPS, default_num_classes=10)
 
-revsresnet21 = register(
-    "revsresnet21", family="revsresnet", reversible=True, counterpart="msresnet18", **_CIFAR,
-    description="RevSResNet21, CIFAR 32x32: reversible blocks [1,1,1,1], half-widths "
-                "64/128/256/448, IF+ATan(2)")(_revs_cifar((1, 1, 1, 1)))
-revsresnet37 = register(
-    "revsresnet37", family="revsresnet", reversible=True, counterpart="msresnet34", **_CIFAR,
-    description="RevSResNet37, CIFAR 32x32: reversible blocks [1,2,3,2], half-widths "
-                "64/128/256/448, IF+ATan(2)")(_revs_cifar((1, 2, 3, 2)))
-revsresnet109 = register(
-    "revsresnet109", family="revsresnet", reversible=True, counterpart="msresnet104", **_CIFAR,
-    description="RevSResNet109, CIFAR 32x32: reversible blocks [2,4,16,4], half-widths "
-                "64/128/256/448, IF+ATan(2)")(_revs_cifar((2, 4, 16, 4)))
-msresnet18 = register(
-    "msresnet18", family="msresnet", reversible=False, **_CIFAR,
-    description="MS-ResNet18, CIFAR 32x32: blocks [2,2,2,2], widths 64/128/256/512, "
-                "IF+ATan(2)")(_ms_cifar((2, 2, 2, 2)))
-msresnet34 = register(
-    "msresnet34", family="msresnet", reversible=False, **_CIFAR,
-    description="MS-ResNet34, CIFAR 32x32: blocks [3,4,6,3], widths 64/128/256/512, "
-                "IF+ATan(2)")(_ms_cifar((3, 4, 6, 3)))
-msresnet104 = register(
-    "msresnet104", family="msresnet", reversible=False, **_CIFAR,
-    description="MS-ResNet104, CIFAR 32x32: blocks [3,8,32,8], widths 64/128/256/512, "
-                "IF+ATan(2)")(_ms_cifar((3, 8, 32, 8)))
+#: name, class, blocks per stage, widths, event data?, counterpart, description
+_REGISTRY = (
+    ("revsresnet21", RevSResNet, (1, 1, 1, 1), REVSRESNET_CIFAR_WIDTHS, False, "msresnet18",
+     "RevSResNet21, CIFAR 32x32: reversible blocks [1,1,1,1], half-widths 64/128/256/448, "
+     "IF+ATan(2)"),
+    ("revsresnet37", RevSResNet, (1, 2, 3, 2), REVSRESNET_CIFAR_WIDTHS, False, "msresnet34",
+     "RevSResNet37, CIFAR 32x32: reversible blocks [1,2,3,2], half-widths 64/128/256/448, "
+     "IF+ATan(2)"),
+    ("revsresnet109", RevSResNet, (2, 4, 16, 4), REVSRESNET_CIFAR_WIDTHS, False, "msresnet104",
+     "RevSResNet109, CIFAR 32x32: reversible blocks [2,4,16,4], half-widths 64/128/256/448, "
+     "IF+ATan(2)"),
+    ("msresnet18", MSResNet, (2, 2, 2, 2), MSRESNET_CIFAR_WIDTHS, False, None,
+     "MS-ResNet18, CIFAR 32x32: blocks [2,2,2,2], widths 64/128/256/512, IF+ATan(2)"),
+    ("msresnet34", MSResNet, (3, 4, 6, 3), MSRESNET_CIFAR_WIDTHS, False, None,
+     "MS-ResNet34, CIFAR 32x32: blocks [3,4,6,3], widths 64/128/256/512, IF+ATan(2)"),
+    ("msresnet104", MSResNet, (3, 8, 32, 8), MSRESNET_CIFAR_WIDTHS, False, None,
+     "MS-ResNet104, CIFAR 32x32: blocks [3,8,32,8], widths 64/128/256/512, IF+ATan(2)"),
+    ("revsresnet24", RevSResNet, (1, 2, 2), (16, 32, 48), True, "msresnet20",
+     "RevSResNet24, DVS 128x128x2 frames: reversible blocks [1,2,2], half-widths 16/32/48, "
+     "LIF tau 1.5"),
+    ("msresnet20", MSResNet, (3, 3, 3), (16, 32, 64), True, None,
+     "MS-ResNet20, DVS 128x128x2 frames: blocks [3,3,3], widths 16/32/64, LIF tau 1.5"),
+)
 
-
-@register("revsresnet24", family="revsresnet", reversible=True, counterpart="msresnet20", **_DVS,
-          description="RevSResNet24, DVS 128x128x2 frames: reversible blocks [1,2,2], "
-                      "half-widths 16/32/48, LIF tau 1.5")
-def revsresnet24(*, num_classes: int = 10, time_steps: int = DVS_TIME_STEPS,
-                 memory_mode: str = "reversible", rngs: nnx.Rngs | None = None,
-                 widths: Sequence[int] | None = None, blocks: Sequence[int] | None = None,
-                 neuron: NeuronConfig = DVS_NEURON,
-                 param_dtype: Dtype = jnp.float32) -> RevSResNet:
-    """RevSResNet24 for event frames ``[T, B, 128, 128, 2]`` (``T`` comes from the data)."""
-    return RevSResNet(blocks=blocks or (1, 2, 2), widths=widths or (16, 32, 48),
-                      num_classes=num_classes, time_steps=time_steps, neuron=neuron,
-                      in_channels=2, event_input=True, memory_mode=memory_mode,
-                      param_dtype=param_dtype, rngs=_rngs(rngs))
-
-
-@register("msresnet20", family="msresnet", reversible=False, **_DVS,
-          description="MS-ResNet20, DVS 128x128x2 frames: blocks [3,3,3], widths 16/32/64, "
-                      "LIF tau 1.5")
-def msresnet20(*, num_classes: int = 10, time_steps: int = DVS_TIME_STEPS,
-               memory_mode: str = "none", rngs: nnx.Rngs | None = None,
-               widths: Sequence[int] | None = None, blocks: Sequence[int] | None = None,
-               neuron: NeuronConfig = DVS_NEURON, param_dtype: Dtype = jnp.float32) -> MSResNet:
-    """MS-ResNet20 for event frames ``[T, B, 128, 128, 2]`` (``T`` comes from the data)."""
-    return MSResNet(blocks=blocks or (3, 3, 3), widths=widths or (16, 32, 64),
-                    num_classes=num_classes, time_steps=time_steps, neuron=neuron,
-                    in_channels=2, event_input=True, memory_mode=memory_mode,
-                    param_dtype=param_dtype, rngs=_rngs(rngs))
+for _name, _cls, _blocks, _widths, _dvs, _counterpart, _description in _REGISTRY:
+    register(_name, family="revsresnet" if _cls is RevSResNet else "msresnet",
+             reversible=_cls is RevSResNet, counterpart=_counterpart,
+             description=_description, **(_DVS if _dvs else _CIFAR))(
+        _builder(_cls, _blocks, _widths, DVS_NEURON if _dvs else CIFAR_NEURON, _dvs))

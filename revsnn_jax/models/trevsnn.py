@@ -51,13 +51,20 @@ Differences from the reference, all deliberate:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from revsnn_jax.models.registry import register
+from revsnn_jax.models.trevsnn_chain import (
+    NUM_LEVELS,
+    States,
+    _column_rates,
+    _reversible_chain,
+    _run_chain,
+    _summaries,
+)
 from revsnn_jax.models.trevsnn_layers import (
     ConvNeXtSpikeBlock,
     DownSampling,
@@ -65,17 +72,13 @@ from revsnn_jax.models.trevsnn_layers import (
     SharedConvs,
     UpSampling,
 )
-from revsnn_jax.neurons import quantize_spike
-from revsnn_jax.nnx_utils import call_capturing, firing_rates, merge_fresh, sow_intermediate
-from revsnn_jax.reversible import MEMORY_MODES
+from revsnn_jax.modes import MEMORY_MODES
+from revsnn_jax.nnx_utils import merge_fresh, sow_intermediate
 
 __all__ = ["TRevSNN", "reconstructed_history", "state_history"]
 
 ALPHA_INIT = 0.5
 ALPHA_MIN = 1e-3
-NUM_LEVELS = 4
-PyTree = Any
-States = tuple[jax.Array, jax.Array, jax.Array, jax.Array]
 
 
 def _clamp_alpha(alpha: jax.Array) -> jax.Array:
@@ -142,136 +145,6 @@ class Column(nnx.Module):
                 c = c + self.alpha(level).astype(c.dtype) * prev[level]
             states.append(c)
         return tuple(states)
-
-
-def _summaries(c3: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-column readouts of the top level: spatial means of ``c_3`` and of its spikes."""
-    return c3.mean(axis=(1, 2)), quantize_spike(c3).mean(axis=(1, 2))
-
-
-# --------------------------------------------------------------------------- the column chain
-# Columns 1..T-1 share one structure (they have up-sampling paths) and are stacked along a
-# leading axis. Their level-0 input is either one stem output ``x0`` shared by every column
-# (static images) or the column's own frame ``frames[t]`` (event data, stem inside the column).
-def _merge(graph, params, state):
-    return merge_fresh(graph, params, state)
-
-
-def _column_rates(col: Column, x: jax.Array, prev: States | None,
-                  shared: Sequence[SharedConvs]) -> tuple[States, jax.Array]:
-    """``col(x, prev, shared)`` and the firing rates of its quantizers (one per spiking layer,
-    a fixed order), returned as an output so that they can leave a scan or a custom VJP."""
-    new_c, sown = call_capturing(col.__call__, x, prev, shared)
-    return new_c, jax.lax.stop_gradient(firing_rates(sown))
-
-
-def _run_chain(col_graph, shared_graph, params, state, shared_params, shared_state, x0, frames,
-               init, checkpoint: bool):
-    """Columns 1..T-1 as one scan: final states, per-column summaries, updated column state
-    and per-column firing rates ``[T - 1, layers]``."""
-    shared = _merge(shared_graph, shared_params, shared_state)
-
-    def body(c, column):
-        p_t, s_t, frame_t = column
-        col = _merge(col_graph, p_t, s_t)
-        new_c, rates = _column_rates(col, x0 if frame_t is None else frame_t, c, shared)
-        return new_c, (_summaries(new_c[3]), nnx.state(col, nnx.Not(nnx.Param)), rates)
-
-    if checkpoint:
-        body = jax.checkpoint(body)
-    final, (summaries, new_state, rates) = jax.lax.scan(body, init, (params, state, frames))
-    return final, summaries, new_state, rates
-
-
-def _add(a: PyTree, b: PyTree) -> PyTree:
-    return jax.tree.map(jnp.add, a, b)
-
-
-def _zero_or_none(leaf):
-    leaf = jnp.asarray(leaf)
-    return jnp.zeros_like(leaf) if jnp.issubdtype(leaf.dtype, jnp.inexact) else None
-
-
-def _reversible_chain(col_graph, shared_graph):
-    """Columns 1..T-1 in one custom VJP that reconstructs earlier states from the last."""
-
-    def forward(params, state, shared_params, shared_state, x0, frames, init):
-        return _run_chain(col_graph, shared_graph, params, state, shared_params, shared_state,
-                          x0, frames, init, checkpoint=False)
-
-    @jax.custom_vjp
-    def chain(params, state, shared_params, shared_state, x0, frames, init):
-        return forward(params, state, shared_params, shared_state, x0, frames, init)
-
-    def chain_fwd(params, state, shared_params, shared_state, x0, frames, init):
-        final, summaries, new_state, rates = forward(params, state, shared_params, shared_state,
-                                                     x0, frames, init)
-        # Residuals: the last column's states, parameters, incoming state and the inputs
-        # (stem output or frames). Nothing per column is stored (the firing rates are a few
-        # scalars per column, outputs without gradient).
-        return (final, summaries, new_state, rates), (final, params, state, shared_params,
-                                                      shared_state, x0, frames)
-
-    def chain_bwd(residuals, cotangents):
-        final, params, state, shared_params, shared_state, x0, frames = residuals
-        d_final, (d_mean, d_spike_mean), _, _ = cotangents
-        shared_const = shared_state
-
-        def level_value(level, p, s, sp, lower, upper):
-            col = _merge(col_graph, p, s)
-            return col.level(level, lower, upper, _merge(shared_graph, sp, shared_const))
-
-        def alpha_term(level, p, s, prev):
-            return _merge(col_graph, p, s).alpha(level).astype(prev.dtype) * prev
-
-        def body(carry, column):
-            c, g, d_x0, d_shared = carry
-            p_t, s_t, frame_t, dm_t, dq_t = column
-            g = list(g)
-            # The cotangents of this column's summaries flow into its top state.
-            hw = c[3].shape[1] * c[3].shape[2]
-            _, spike_pullback = jax.vjp(quantize_spike, c[3])
-            g[3] = (g[3] + jnp.broadcast_to(dm_t[:, None, None, :] / hw, c[3].shape)
-                    + spike_pullback(jnp.broadcast_to(dq_t[:, None, None, :] / hw,
-                                                      c[3].shape))[0])
-            prev: list[jax.Array] = [None] * NUM_LEVELS  # type: ignore[list-item]
-            d_prev = [jnp.zeros_like(ci) for ci in c]
-            d_params = jax.tree.map(jnp.zeros_like, p_t)
-            for level in reversed(range(NUM_LEVELS)):
-                lower = (x0 if frame_t is None else frame_t) if level == 0 else c[level - 1]
-                upper = None if level == 3 else prev[level + 1]
-                # L_l once: its value reconstructs c_l^(t-1), its pullback differentiates.
-                out, pullback = jax.vjp(
-                    lambda p, sp, lo, up, lv=level: level_value(lv, p, s_t, sp, lo, up),
-                    p_t, shared_params, lower, upper)
-                alpha = _merge(col_graph, p_t, s_t).alpha(level).astype(out.dtype)
-                prev[level] = (c[level] - out) / alpha
-                dp, dsp, d_lower, d_upper = pullback(g[level])
-                d_params = _add(d_params, dp)
-                d_shared = _add(d_shared, dsp)
-                if level > 0:
-                    g[level - 1] = g[level - 1] + d_lower
-                elif frame_t is None:
-                    d_x0 = d_x0 + d_lower
-                if upper is not None:
-                    d_prev[level + 1] = d_prev[level + 1] + d_upper
-                # c_l^t = alpha_l * c_l^(t-1) + L_l: gradients of alpha and of c_l^(t-1).
-                _, alpha_pullback = jax.vjp(
-                    lambda p, v, lv=level: alpha_term(lv, p, s_t, v), p_t, prev[level])
-                d_alpha, d_prev_direct = alpha_pullback(g[level])
-                d_params = _add(d_params, d_alpha)
-                d_prev[level] = d_prev[level] + d_prev_direct
-            return (tuple(prev), tuple(d_prev), d_x0, d_shared), d_params
-
-        init_carry = (final, tuple(d_final), None if x0 is None else jnp.zeros_like(x0),
-                      jax.tree.map(jnp.zeros_like, shared_params))
-        (_, d_init, d_x0, d_shared), d_params = jax.lax.scan(
-            body, init_carry, (params, state, frames, d_mean, d_spike_mean), reverse=True)
-        return (d_params, jax.tree.map(_zero_or_none, state), d_shared,
-                jax.tree.map(_zero_or_none, shared_state), d_x0, None, d_init)
-
-    chain.defvjp(chain_fwd, chain_bwd)
-    return chain
 
 
 # --------------------------------------------------------------------------- model
@@ -499,43 +372,36 @@ class _SharedStack(nnx.Module):
 
 
 # --------------------------------------------------------------------------- registry
-def _build(channels, kernel, *, num_classes, time_steps, memory_mode, rngs, **kwargs):
-    return TRevSNN(channels, kernel, num_classes=num_classes, time_steps=time_steps,
-                   memory_mode=memory_mode or "reversible", rngs=rngs or nnx.Rngs(0), **kwargs)
+def _builder(channels: tuple[int, ...], kernel: int, num_classes: int, time_steps: int,
+             event: bool, doc: str):
+    def build(*, num_classes: int = num_classes, time_steps: int = time_steps,
+              memory_mode: str | None = None, rngs: nnx.Rngs | None = None,
+              channels: Sequence[int] = channels, kernel: int = kernel, **kwargs) -> TRevSNN:
+        if event:  # one stem per column and frame, a spiking head on every column (TET)
+            kwargs.setdefault("event_channels", 2)
+            kwargs.setdefault("per_column_heads", True)
+        return TRevSNN(channels, kernel, num_classes=num_classes, time_steps=time_steps,
+                       memory_mode=memory_mode or "reversible", rngs=rngs or nnx.Rngs(0),
+                       **kwargs)
+
+    build.__doc__ = doc
+    return build
 
 
-@register("trevsnn_tiny", family="trevsnn", reversible=True, input_shape=(224, 224, 3),
-          default_time_steps=4, default_num_classes=1000)
-def trevsnn_tiny(*, num_classes: int = 1000, time_steps: int = 4, memory_mode: str | None = None,
-                 rngs: nnx.Rngs | None = None, channels=(64, 128, 256, 384), kernel: int = 3,
-                 **kwargs) -> TRevSNN:
-    """T-RevSNN tiny: channels 64/128/256/384, kernel 3, 4 columns (ImageNet)."""
-    return _build(channels, kernel, num_classes=num_classes, time_steps=time_steps,
-                  memory_mode=memory_mode, rngs=rngs, **kwargs)
+#: name, channels, kernel, classes, columns, input shape, event data?, description
+_REGISTRY = (
+    ("trevsnn_tiny", (64, 128, 256, 384), 3, 1000, 4, (224, 224, 3), False,
+     "T-RevSNN tiny: channels 64/128/256/384, kernel 3, 4 columns (ImageNet)."),
+    ("trevsnn_small", (96, 192, 384, 512), 5, 1000, 4, (224, 224, 3), False,
+     "T-RevSNN small: channels 96/192/384/512, kernel 5, 4 columns (ImageNet, 32.3M params)."),
+    ("trevsnn_tiny_dvs", (32, 64, 128, 256), 3, 10, 8, (128, 128, 2), True,
+     "T-RevSNN tiny for event data: channels 32/64/128/256, one column per frame, TET heads.\n\n"
+     "Input frames ``[T, B, H, W, 2]`` with ``T == time_steps`` (the reference hard-codes 8 "
+     "columns against 10 frames, a bug); each column has its own stem and the spiking head "
+     "reads every column (``[T, B, K]`` for the TET loss; the logits are their mean)."),
+)
 
-
-@register("trevsnn_small", family="trevsnn", reversible=True, input_shape=(224, 224, 3),
-          default_time_steps=4, default_num_classes=1000)
-def trevsnn_small(*, num_classes: int = 1000, time_steps: int = 4,
-                  memory_mode: str | None = None, rngs: nnx.Rngs | None = None,
-                  channels=(96, 192, 384, 512), kernel: int = 5, **kwargs) -> TRevSNN:
-    """T-RevSNN small: channels 96/192/384/512, kernel 5, 4 columns (ImageNet, 32.3M params)."""
-    return _build(channels, kernel, num_classes=num_classes, time_steps=time_steps,
-                  memory_mode=memory_mode, rngs=rngs, **kwargs)
-
-
-@register("trevsnn_tiny_dvs", family="trevsnn", reversible=True, input_shape=(128, 128, 2),
-          default_time_steps=8, default_num_classes=10)
-def trevsnn_tiny_dvs(*, num_classes: int = 10, time_steps: int = 8,
-                     memory_mode: str | None = None, rngs: nnx.Rngs | None = None,
-                     channels=(32, 64, 128, 256), kernel: int = 3, **kwargs) -> TRevSNN:
-    """T-RevSNN tiny for event data: channels 32/64/128/256, one column per frame, TET heads.
-
-    Input frames ``[T, B, H, W, 2]`` with ``T == time_steps`` (the reference hard-codes 8
-    columns against 10 frames, a bug); each column has its own stem and the spiking head reads
-    every column (``[T, B, K]`` for the TET loss; the logits are their mean).
-    """
-    kwargs.setdefault("event_channels", 2)
-    kwargs.setdefault("per_column_heads", True)
-    return _build(channels, kernel, num_classes=num_classes, time_steps=time_steps,
-                  memory_mode=memory_mode, rngs=rngs, **kwargs)
+for _name, _channels, _kernel, _classes, _columns, _shape, _event, _doc in _REGISTRY:
+    register(_name, family="trevsnn", reversible=True, input_shape=_shape,
+             default_time_steps=_columns, default_num_classes=_classes)(
+        _builder(_channels, _kernel, _classes, _columns, _event, _doc))

@@ -2,8 +2,8 @@
 
 Tensors are channels-last, ``[B, H, W, C]``: T-RevSNN's columns are its time steps, so inside a
 column there is no time axis. Spikes come from the stateless quantizer
-:func:`revsnn_jax.neurons.quantize_spike` (``S = floor(clip(V, 0, 1) + 0.5)``); every quantizer
-records its firing rate (``nnx.Intermediate`` ``firing_rate``).
+:class:`revsnn_jax.neuron_modules.Quantizer` (``S = floor(clip(V, 0, 1) + 0.5)``), which records
+its firing rate (``nnx.Intermediate`` ``firing_rate``).
 """
 
 from __future__ import annotations
@@ -12,21 +12,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from revsnn_jax.neurons import quantize_spike
-from revsnn_jax.nnx_utils import sow_intermediate
+from revsnn_jax.neuron_modules import Quantizer
 
 __all__ = ["ConvNeXtSpikeBlock", "DepthwiseConv", "DownSampling", "ScaledStdConv",
            "SharedConvs", "UpSampling", "trunc_normal"]
 
 trunc_normal = nnx.initializers.truncated_normal(stddev=0.02)
-
-
-def _spikes(module: nnx.Module, v: jax.Array) -> jax.Array:
-    """``quantize_spike(v)``, its firing rate recorded on ``module`` (``firing_rate``, one
-    value per quantizer; collected by :func:`revsnn_jax.nnx_utils.call_capturing`)."""
-    s = quantize_spike(v)
-    sow_intermediate(module, "firing_rate", jax.lax.stop_gradient(s).mean())
-    return s
 
 
 def _pad(kernel: int, stride: int) -> int:
@@ -93,9 +84,10 @@ class DownSampling(nnx.Module):
                              padding=padding, use_bias=False, kernel_init=trunc_normal,
                              rngs=rngs)
         self.bn = _batch_norm(out_features, rngs)
+        self.spike = Quantizer()
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.bn(self.conv(_spikes(self, x)))
+        return self.bn(self.conv(self.spike(x)))
 
 
 class UpSampling(nnx.Module):
@@ -105,9 +97,10 @@ class UpSampling(nnx.Module):
         self.conv = nnx.Conv(in_features, out_features, (1, 1), use_bias=False,
                              kernel_init=trunc_normal, rngs=rngs)
         self.bn = _batch_norm(out_features, rngs)
+        self.spike = Quantizer()
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = self.bn(self.conv(_spikes(self, x)))
+        y = self.bn(self.conv(self.spike(x)))
         return jnp.repeat(jnp.repeat(y, 2, axis=1), 2, axis=2)
 
 
@@ -134,6 +127,8 @@ class ConvNeXtSpikeBlock(nnx.Module):
 
     def __init__(self, channels: int, kernel: int, *, reuse: bool, rngs: nnx.Rngs) -> None:
         self.reuse = reuse
+        self.spike1 = Quantizer()  # on the block's input
+        self.spike2 = Quantizer()  # on the hidden 4C activation
         self.dwconv1 = DepthwiseConv(channels, kernel, rngs=rngs)
         self.pwconv1 = ScaledStdConv(channels, 4 * channels, 1, rngs=rngs)
         if not reuse:
@@ -141,7 +136,7 @@ class ConvNeXtSpikeBlock(nnx.Module):
             self.gamma = nnx.Param(jnp.ones((channels,)))
 
     def __call__(self, x: jax.Array, shared: SharedConvs | None = None) -> jax.Array:
-        hidden = _spikes(self, self.pwconv1(self.dwconv1(_spikes(self, x))))
+        hidden = self.spike2(self.pwconv1(self.dwconv1(self.spike1(x))))
         if self.reuse:
             if shared is None:
                 raise ValueError("a reuse block needs the stage's shared convs")
