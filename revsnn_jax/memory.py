@@ -59,10 +59,11 @@ from typing import Any
 
 import jax
 
-__all__ = ["HBM_GIB", "TARGETS", "CompiledMemory", "PerExampleMemory", "StepPlan", "StepProgram",
-           "Target", "TargetUnavailableError", "analyse_compiled", "check_available",
-           "compile_step", "compiled_memory", "default_cache_dir", "device_peak_bytes",
-           "get_target", "keep_host_on_cpu", "per_example_memory"]
+__all__ = ["HBM_GIB", "TARGETS", "CompiledMemory", "DoesNotFitError", "PerExampleMemory",
+           "StepPlan", "StepProgram", "Target", "TargetUnavailableError", "analyse_compiled",
+           "check_available", "compile_step", "compiled_memory", "default_cache_dir",
+           "device_peak_bytes", "get_target", "is_refusal", "keep_host_on_cpu",
+           "per_example_memory"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,31 +280,65 @@ class StepProgram:
 
 @dataclasses.dataclass(frozen=True)
 class StepPlan:
-    """The compiled plan of a step at one batch for one target."""
+    """The compiled plan of a step at one batch for one target.
+
+    ``refused``: the compiler's message when it refused the program because it does not fit the
+    device's memory (a TPU compiler's ``RESOURCE_EXHAUSTED``); ``memory`` is then ``None``.
+    """
 
     batch: int
-    memory: CompiledMemory
+    memory: CompiledMemory | None
     target: str
     device_kind: str
     compile_seconds: float  # lowering + compiling (for a cached plan: when it was compiled)
     cached: bool = False
+    refused: str | None = None
+
+    @property
+    def fits_device(self) -> bool:
+        """False when the compiler refused the program as larger than the device's memory."""
+        return self.refused is None
 
     def to_json(self) -> dict[str, Any]:
-        return {"batch": self.batch, "memory": dataclasses.asdict(self.memory),
+        return {"batch": self.batch,
+                "memory": None if self.memory is None else dataclasses.asdict(self.memory),
                 "target": self.target, "device_kind": self.device_kind,
-                "compile_seconds": self.compile_seconds, "cached": self.cached}
+                "compile_seconds": self.compile_seconds, "cached": self.cached,
+                "refused": self.refused}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StepPlan:
-        return cls(batch=int(data["batch"]), memory=CompiledMemory(**data["memory"]),
+        mem = data["memory"]
+        return cls(batch=int(data["batch"]), memory=None if mem is None else CompiledMemory(**mem),
                    target=data["target"], device_kind=data["device_kind"],
-                   compile_seconds=float(data["compile_seconds"]), cached=bool(data["cached"]))
+                   compile_seconds=float(data["compile_seconds"]), cached=bool(data["cached"]),
+                   refused=data.get("refused"))
+
+
+class DoesNotFitError(RuntimeError):
+    """The compiler refused the step at some batch: it needs more memory than the device has.
+    ``plans`` holds every batch's plan (the refused ones with ``memory=None``)."""
+
+    def __init__(self, message: str, plans: Sequence[StepPlan]) -> None:
+        super().__init__(message)
+        self.plans = list(plans)
+
+
+#: What a compiler's error says when a program does not fit the device's memory (libtpu:
+#: "RESOURCE_EXHAUSTED: ... Ran out of memory in memory space hbm ...").
+_REFUSAL_MARK = "RESOURCE_EXHAUSTED"
+
+
+def is_refusal(error: BaseException) -> bool:
+    """Whether a compile error is the compiler refusing a program too large for the device."""
+    return _REFUSAL_MARK in str(error)
 
 
 def compile_step(program: StepProgram, batches: Sequence[int], target: str | None = "cpu", *,
                  progress: Callable[[StepPlan], None] | None = None,
                  cache_dir: str | os.PathLike | None = None,
-                 use_cache: bool = True) -> list[StepPlan]:
+                 use_cache: bool = True, allow_refusal: bool = False,
+                 dump_dir: str | os.PathLike | None = None) -> list[StepPlan]:
     """THE way a step is compiled for its memory plan: ``program`` at each of ``batches``, for
     ``target`` (a :data:`TARGETS` name, or ``None`` for jax's default device as it is).
 
@@ -311,7 +346,38 @@ def compile_step(program: StepProgram, batches: Sequence[int], target: str | Non
     plans are cached in ``cache_dir`` (default :func:`default_cache_dir`; ``use_cache=False``
     compiles afresh and stores nothing). ``progress`` is called with each plan as it comes.
     Raises :class:`TargetUnavailableError` at once when the target cannot be compiled for here.
+
+    A compiler that refuses the program at a batch because it does not fit the device's memory
+    (:func:`is_refusal`) gives that batch a plan with ``refused`` set and ``memory=None``; the
+    other batches are compiled as usual. With ``allow_refusal=False`` (default) such a plan
+    raises :class:`DoesNotFitError` once every batch is compiled (it carries all the plans);
+    with ``True`` the refused plans are returned (``revsnn plan`` counts them as "does not fit").
+
+    ``dump_dir``: also write the compiler's own account of each batch's program to
+    ``dump_dir/batch<B>/`` (XLA's ``xla_dump_to``: the optimised HLO with its layouts, the buffer
+    assignment, the live buffers at the peak, a memory-usage report); such a compile skips the
+    cache's read (a cached plan has no dump).
     """
+    plans = _compile_step(program, batches, target, progress, cache_dir, use_cache, dump_dir)
+    refused = [p for p in plans if not p.fits_device]
+    if refused and not allow_refusal:
+        first = refused[0]
+        raise DoesNotFitError(
+            f"batch {', '.join(str(p.batch) for p in refused)} does not fit {first.target} "
+            f"({first.device_kind}): the compiler refused it: {_first_line(first.refused)}",
+            plans)
+    return plans
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _compile_step(program: StepProgram, batches: Sequence[int], target: str | None,
+                  progress: Callable[[StepPlan], None] | None,
+                  cache_dir: str | os.PathLike | None, use_cache: bool,
+                  dump_dir: str | os.PathLike | None = None) -> list[StepPlan]:
     batches = [int(b) for b in batches]
     if any(b < 1 for b in batches):
         raise ValueError(f"batches must be >= 1, got {batches}")
@@ -319,17 +385,18 @@ def compile_step(program: StepProgram, batches: Sequence[int], target: str | Non
         fn, make_args = program.build()
         device = jax.devices()[0]
         return list(_compile_batches(fn, make_args, batches, None, device.platform,
-                                     _device_kind(device), None, progress=progress))
+                                     _device_kind(device), None, progress=progress,
+                                     dump_dir=dump_dir))
     spec = check_available(target)
     if spec.platform == "tpu":
         directory = (cache_dir or default_cache_dir()) if use_cache else None
-        return _compile_tpu_subprocess(program, batches, spec, directory, progress)
+        return _compile_tpu_subprocess(program, batches, spec, directory, progress, dump_dir)
     fn, make_args = program.build()
     device = jax.devices(spec.platform)[0]
     # A target that is jax's default platform compiles exactly as jax's default device does.
     place = None if device == jax.devices()[0] else device
     return list(_compile_batches(fn, make_args, batches, place, spec.name, _device_kind(device),
-                                 None, progress=progress))
+                                 None, progress=progress, dump_dir=dump_dir))
 
 
 def _device_kind(device: Any) -> str:
@@ -352,7 +419,8 @@ def _placed(args: Any, device: Any) -> Any:
 def _compile_batches(fn: Any, make_args: Callable[[int], tuple[Any, ...]],
                      batches: Sequence[int], device: Any, target: str, device_kind: str,
                      cache: _PlanCache | None, *, lowering_platforms: tuple[str, ...] | None = None,
-                     progress: Callable[[StepPlan], None] | None = None):
+                     progress: Callable[[StepPlan], None] | None = None,
+                     dump_dir: str | os.PathLike | None = None):
     """Compile ``fn`` at each batch (arguments placed on ``device`` unless ``None``); yields plans."""
     for batch in batches:
         args = make_args(batch)
@@ -363,13 +431,21 @@ def _compile_batches(fn: Any, make_args: Callable[[int], tuple[Any, ...]],
         lowered = (traced.lower(lowering_platforms=lowering_platforms) if lowering_platforms
                    else traced.lower())
         key = cache.key(lowered) if cache is not None else None
-        hit = cache.get(key) if key is not None else None
+        hit = cache.get(key) if key is not None and dump_dir is None else None
         if hit is not None:
             plan = dataclasses.replace(hit, batch=batch, cached=True)
         else:
-            mem = analyse_compiled(lowered.compile())
+            mem, refused = None, None
+            try:
+                options = (None if dump_dir is None else
+                           {"xla_dump_to": str(pathlib.Path(dump_dir) / f"batch{batch}")})
+                mem = analyse_compiled(lowered.compile(compiler_options=options))
+            except Exception as err:  # the compiler's refusal is an answer, not a failure
+                if not is_refusal(err):
+                    raise
+                refused = f"{type(err).__name__}: {err}"[:2000]  # its head says why
             plan = StepPlan(batch=batch, memory=mem, target=target, device_kind=device_kind,
-                            compile_seconds=time.perf_counter() - start)
+                            compile_seconds=time.perf_counter() - start, refused=refused)
             if key is not None:
                 cache.put(key, plan)
         if progress is not None:
@@ -422,7 +498,8 @@ def _compiler_versions() -> dict[str, str]:
 
 def _compile_tpu_subprocess(program: StepProgram, batches: Sequence[int], target: Target,
                             cache_dir: str | os.PathLike | None,
-                            progress: Callable[[StepPlan], None] | None) -> list[StepPlan]:
+                            progress: Callable[[StepPlan], None] | None,
+                            dump_dir: str | os.PathLike | None = None) -> list[StepPlan]:
     """Run ``python -m revsnn_jax.tpu_compile`` with ``JAX_PLATFORMS=cpu``: the job as JSON on
     its stdin, one JSON line per plan back on its stdout (its stderr, libtpu's chatter, is kept
     and shown only if it fails)."""
@@ -433,7 +510,8 @@ def _compile_tpu_subprocess(program: StepProgram, batches: Sequence[int], target
                          f"as 'module:function' (StepProgram), not {program.builder!r}")
     job = {"builder": program.builder, "kwargs": dict(program.kwargs), "batches": list(batches),
            "target": target.name, "cache_dir": None if cache_dir is None else str(cache_dir),
-           "x64": bool(jax.config.jax_enable_x64)}
+           "x64": bool(jax.config.jax_enable_x64),
+           "dump_dir": None if dump_dir is None else str(pathlib.Path(dump_dir).resolve())}
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # host CPU/GPU flags
     # ALLOW_MULTIPLE_LIBTPU_LOAD: libtpu may already be loaded by this process (jax initialises
     # every installed plugin unless JAX_PLATFORMS says otherwise) and would hold its lock file.

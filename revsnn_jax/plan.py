@@ -12,7 +12,9 @@ v5e: 10.16 GiB at 591, 9.72 GiB at 592), so the answer is a value that fits with
 over the budget, found from the first bracket; a larger value past a dip may fit too.
 
 "Fits" means the compiled plan's peak (temporaries + arguments + outputs - aliased outputs) is
-at most the budget. A real run needs a little more: the runtime and its allocator's
+at most the budget. A value the compiler refuses outright because the program does not fit the
+device's memory (the TPU compiler's ``RESOURCE_EXHAUSTED``, :func:`revsnn_jax.memory.is_refusal`)
+does not fit: its peak is recorded as ``None`` and the search goes on below it. A real run needs a little more: the runtime and its allocator's
 fragmentation take some of the HBM, so leave a margin (``revsnn plan --hbm-gib``).
 
 :func:`plan_batch` and :func:`plan_sweep` apply it to a registered model's training step;
@@ -39,7 +41,8 @@ class Fit:
 
     largest: int
     budget_bytes: int
-    peaks: dict[int, int]  # every value compiled -> its planned peak bytes
+    peaks: dict[int, int | None]  # every value compiled -> its planned peak bytes (None: the
+    # compiler refused it as larger than the device's memory)
     limit_reached: bool = False
 
     @property
@@ -49,35 +52,44 @@ class Fit:
 
     @property
     def next_peak_bytes(self) -> int | None:
-        """Peak at ``largest + 1`` (over the budget; ``None`` at the limit)."""
+        """Peak at ``largest + 1`` (over the budget; ``None`` at the limit or when refused)."""
         return self.peaks.get(self.largest + 1)
 
+    @property
+    def next_refused(self) -> bool:
+        """Whether ``largest + 1`` was refused by the compiler (rather than planned over)."""
+        return self.largest + 1 in self.peaks and self.peaks[self.largest + 1] is None
 
-def largest_fitting(peaks_at: Callable[[Sequence[int]], Mapping[int, int]], first: int,
+
+def largest_fitting(peaks_at: Callable[[Sequence[int]], Mapping[int, int | None]], first: int,
                     budget_bytes: int, *, limit: int | None = None,
                     max_rounds: int = 16) -> Fit:
     """The largest ``n >= 1`` with ``peaks_at([n])[n] <= budget_bytes`` and ``n + 1`` over it.
 
     ``peaks_at(values)`` compiles at each value and returns ``{value: peak_bytes}`` (values are
-    asked for two at a time, so one subprocess can compile both). The peak is assumed to grow
-    with ``n``; ``RuntimeError`` if no answer is bracketed within ``max_rounds``.
+    asked for two at a time, so one subprocess can compile both); ``None`` for a value means
+    the compiler refused it (does not fit). The peak is assumed to grow with ``n``;
+    ``RuntimeError`` if no answer is bracketed within ``max_rounds``.
     """
     if first < 1:
         raise ValueError(f"first must be >= 1, got {first}")
-    known: dict[int, int] = {}
+    known: dict[int, int | None] = {}
 
     def ask(values: Sequence[int]) -> None:
         todo = sorted({v for v in values if v >= 1 and v not in known
                        and (limit is None or v <= limit)})
         if todo:
             got = peaks_at(todo)
-            known.update({int(v): int(got[v]) for v in todo})
+            known.update({int(v): None if got[v] is None else int(got[v]) for v in todo})
+
+    def fits(peak: int | None) -> bool:
+        return peak is not None and peak <= budget_bytes
 
     ask([first, 2 * first] if limit is None or 2 * first <= limit else [first, first + 1])
     for round_ in range(max_rounds):
-        fitting = [v for v, p in known.items() if p <= budget_bytes]
+        fitting = [v for v, p in known.items() if fits(p)]
         lo = max(fitting, default=0)
-        above = [v for v, p in known.items() if p > budget_bytes and v > lo]
+        above = [v for v, p in known.items() if not fits(p) and v > lo]
         hi = min(above, default=None)
         if hi == lo + 1 or (lo == 0 and hi == 1):
             return Fit(lo, budget_bytes, dict(sorted(known.items())))
@@ -94,18 +106,23 @@ def largest_fitting(peaks_at: Callable[[Sequence[int]], Mapping[int, int]], firs
                        f"compiled peaks: {dict(sorted(known.items()))}")
 
 
-def _next_guess(known: Mapping[int, int], lo: int, hi: int | None, budget: int,
+def _next_guess(known: Mapping[int, int | None], lo: int, hi: int | None, budget: int,
                 bisect: bool) -> int:
-    """The next value to compile: on the line through the bracket's ends (or, unbracketed,
-    through the smallest and largest value compiled), kept strictly inside (lo, hi); the
-    midpoint once ``bisect``."""
-    if hi is not None and bisect:
+    """The next value to compile: on the line through the bracket's ends (or, unbracketed, or
+    when the compiler refused ``hi``, through the smallest and largest value planned), kept
+    strictly inside (lo, hi); the midpoint once ``bisect``, or when fewer than two values were
+    planned."""
+    planned = {v: p for v, p in known.items() if p is not None}
+    if hi is not None and (bisect or len(planned) < 2):
         return max(lo + 1, (lo + hi) // 2)
+    if hi is None and len(planned) < 2:  # pragma: no cover - every value fits, so is planned
+        return 2 * max(lo, 1)
+    known = planned
     values = sorted(known)
-    if hi is not None and lo > 0:
+    if hi is not None and lo > 0 and hi in known:
         a, b = lo, hi
-    else:  # all fit, or none does: the two farthest apart (neighbours on a padding staircase
-        # would give a step's height for a slope)
+    else:  # all fit, none does, or hi was refused: the two planned values farthest apart
+        # (neighbours on a padding staircase would give a step's height for a slope)
         a, b = values[0], values[-1]
     slope = (known[b] - known[a]) / (b - a) if b != a else 0.0
     if slope <= 0:
@@ -128,7 +145,8 @@ def _row(name: str, target: str, mode: str | None, sweep: str, fit: Fit, program
     return {
         "model": name, "target": target, "device_kind": device_kind, "memory_mode": mode,
         "sweep": sweep, **extra, "largest": fit.largest, "peak_bytes": fit.peak_bytes,
-        "next_peak_bytes": fit.next_peak_bytes, "budget_bytes": fit.budget_bytes,
+        "next_peak_bytes": fit.next_peak_bytes, "next_refused": fit.next_refused,
+        "budget_bytes": fit.budget_bytes,
         "hbm_gib": hbm_gib, "limit_reached": fit.limit_reached,
         "time_steps": program_kw["time_steps"], "image_size": program_kw["image_size"],
         "num_classes": program_kw["num_classes"],
@@ -143,7 +161,12 @@ def _compiler(target: str, progress: Callable[[Any, str], None] | None, label: s
         if progress is not None:
             progress(plan, label)
 
-    return dict(progress=report, cache_dir=cache_dir, use_cache=use_cache)
+    return dict(progress=report, cache_dir=cache_dir, use_cache=use_cache, allow_refusal=True)
+
+
+def _peak(plan: memory.StepPlan) -> int | None:
+    """A plan's peak; ``None`` when the compiler refused it (does not fit the device)."""
+    return None if plan.memory is None else plan.memory.peak_bytes
 
 
 def plan_batch(name: str, target: str, budget_bytes: int, *, memory_mode: str | None = None,
@@ -154,7 +177,8 @@ def plan_batch(name: str, target: str, budget_bytes: int, *, memory_mode: str | 
                cache_dir: str | None = None, use_cache: bool = True) -> dict[str, Any]:
     """The largest batch of model ``name``'s training step that fits ``budget_bytes`` on
     ``target``; one row (``largest`` is the batch; ``bytes_per_image``/``static_bytes``: the
-    slope and intercept between ``first_batch`` and twice it)."""
+    slope and intercept between ``first_batch`` and twice it, ``None`` when the compiler
+    refused either)."""
     from revsnn_jax import benchmark
 
     program = benchmark.step_program(name, time_steps=time_steps, image_size=image_size,
@@ -166,14 +190,17 @@ def plan_batch(name: str, target: str, budget_bytes: int, *, memory_mode: str | 
     def peaks_at(batches: Sequence[int]) -> dict[int, int]:
         plans = memory.compile_step(program, batches, target, **options)
         kinds.append(plans[0].device_kind)
-        return {p.batch: p.memory.peak_bytes for p in plans}
+        return {p.batch: _peak(p) for p in plans}
 
     fit = largest_fitting(peaks_at, first_batch, budget_bytes)
     b0, b1 = first_batch, 2 * first_batch
-    slope = (fit.peaks[b1] - fit.peaks[b0]) / first_batch
+    p0, p1 = fit.peaks[b0], fit.peaks[b1]
+    # The slope needs both first plans; a refused one leaves it unknown.
+    slope = None if p0 is None or p1 is None else (p1 - p0) / first_batch
     return _row(name, target, memory_mode, "batch", fit, dict(program.kwargs), kinds[0],
                 hbm_gib, {"batch": fit.largest, "first_batch": first_batch,
-                          "bytes_per_image": slope, "static_bytes": fit.peaks[b0] - slope * b0})
+                          "bytes_per_image": slope,
+                          "static_bytes": None if slope is None else p0 - slope * b0})
 
 
 def plan_sweep(name: str, target: str, budget_bytes: int, sweep: str, batch: int, *,
@@ -213,7 +240,7 @@ def plan_sweep(name: str, target: str, budget_bytes: int, sweep: str, batch: int
                                 cache_dir, use_cache)
             (plan,) = memory.compile_step(program_for(n), [batch], target, **options)
             kinds.append(plan.device_kind)
-            out[n] = plan.memory.peak_bytes
+            out[n] = _peak(plan)
         return out
 
     fit = largest_fitting(peaks_at, first, budget_bytes, limit=limit)

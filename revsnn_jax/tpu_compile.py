@@ -2,7 +2,7 @@
 :func:`revsnn_jax.memory.compile_step` for a TPU target; not meant to be run by hand).
 
 Reads one job as JSON on stdin (``builder``, ``kwargs``, ``batches``, ``target``, ``cache_dir``,
-``x64``), describes the target's TPU slice with
+``x64``, ``dump_dir``), describes the target's TPU slice with
 :func:`jax.experimental.topologies.get_topology_desc`, compiles the step at each batch for its
 first chip with the TPU compiler (libtpu) and writes one JSON line per plan on stdout
 (``{"event": "plan", "plan": ...}``); on failure ``{"event": "error", "message": ...}`` and exit
@@ -47,7 +47,8 @@ def main() -> int:
         fn, make_args = memory.StepProgram(job["builder"], job.get("kwargs") or {}).build()
         for plan in memory._compile_batches(fn, make_args, job["batches"], device, target.name,
                                             memory._device_kind(device), cache,
-                                            lowering_platforms=("tpu",)):
+                                            lowering_platforms=("tpu",),
+                                            dump_dir=job.get("dump_dir")):
             print(json.dumps({"event": "plan", "plan": plan.to_json()}), flush=True)
     except Exception as err:  # reported to the caller, which raises it
         traceback.print_exc()

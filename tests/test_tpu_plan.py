@@ -112,7 +112,118 @@ def test_largest_fitting_when_nothing_fits_and_at_the_limit():
     assert fit.largest == 40 and fit.limit_reached
 
 
+def test_largest_fitting_counts_a_refusal_as_does_not_fit():
+    """Values the compiler refuses (``None``) do not fit, whatever the budget; the search goes
+    on below them: here everything from 300 on is refused, the budget alone would allow 400."""
+    peak = lambda b: None if b >= 300 else 1000 + 10 * b  # noqa: E731
+    peaks_at, calls = _fake(peak)
+    fit = largest_fitting(peaks_at, 200, 1000 + 10 * 400)
+    assert fit.largest == 299 and fit.next_refused and fit.next_peak_bytes is None
+    assert fit.peaks[400] is None and len(calls) <= 8  # 2 x 200 was refused at once
+    fit = largest_fitting(_fake(lambda b: None)[0], 4, 10**9)  # nothing is accepted
+    assert fit.largest == 0 and fit.next_refused
+    fit = largest_fitting(_fake(lambda b: 5000 if b < 10 else None)[0], 8, 4000)
+    assert fit.largest == 0 and not fit.next_refused  # 1 is planned, over the budget
+
+
+class _Refusing:
+    """Stands in for :func:`revsnn_jax.memory.analyse_compiled`: refuses, as a TPU compiler does
+    ("RESOURCE_EXHAUSTED"), every program whose arguments exceed ``limit`` bytes."""
+
+    def __init__(self, limit):
+        self.limit, self.real = limit, memory.analyse_compiled
+
+    def __call__(self, compiled):
+        mem = self.real(compiled)
+        if mem.argument_bytes > self.limit:
+            raise RuntimeError("RESOURCE_EXHAUSTED: Ran out of memory on HBM (injected)")
+        return mem
+
+
+def _vector_program():
+    import jax.numpy as jnp
+
+    return memory.StepProgram(lambda: (lambda x: jnp.sin(x) * 2.0, lambda b: (
+        __import__("jax").ShapeDtypeStruct((b, 1024), jnp.float32),)))
+
+
+def test_a_refused_batch_does_not_lose_the_other_batches(monkeypatch):
+    """One compile_step over three batches, the last refused: with ``allow_refusal`` its plan
+    says so and the other two are planned; by default DoesNotFitError carries all three."""
+    monkeypatch.setattr(memory, "analyse_compiled", _Refusing(3 * 4096))
+    plans = memory.compile_step(_vector_program(), [1, 2, 4], "cpu", allow_refusal=True)
+    assert [p.batch for p in plans] == [1, 2, 4]
+    assert [p.fits_device for p in plans] == [True, True, False]
+    assert plans[2].memory is None and "RESOURCE_EXHAUSTED" in plans[2].refused
+    assert plans[1].memory.argument_bytes == 2 * 4096
+    again = memory.StepPlan.from_json(plans[2].to_json())  # a refusal round-trips (the cache)
+    assert again == plans[2]
+    with pytest.raises(memory.DoesNotFitError, match="batch 4 does not fit cpu") as info:
+        memory.compile_step(_vector_program(), [1, 2, 4], "cpu")
+    assert [p.fits_device for p in info.value.plans] == [True, True, False]
+
+
+def test_dump_dir_writes_the_compilers_buffer_assignment_per_batch(tmp_path):
+    """``compile_step(..., dump_dir=D)``: XLA's dump of each batch's program in ``D/batch<B>``,
+    with the buffer assignment (what the plan's bytes are made of)."""
+    plans = memory.compile_step(_vector_program(), [1, 3], "cpu", dump_dir=tmp_path)
+    assert [p.batch for p in plans] == [1, 3]
+    for batch in (1, 3):
+        names = [f.name for f in (tmp_path / f"batch{batch}").iterdir()]
+        assert any(n.endswith("buffer-assignment.txt") for n in names), names
+        assert any(n.endswith("after_optimizations.txt") for n in names), names
+
+
+def test_plan_and_memory_commands_treat_a_refusal_as_does_not_fit(monkeypatch, tmp_path,
+                                                                  capsys):
+    """``revsnn plan`` with a budget that alone would allow a larger batch, on a compiler that
+    refuses from batch 6 on: the answer is 5, batch 6 is reported refused. ``revsnn memory`` at
+    a refused batch: one line naming --batch, exit 2."""
+    (one, two) = memory.compile_step(_reduced(1), [1, 2], "cpu")
+    per = two.memory.argument_bytes - one.memory.argument_bytes
+    limit = one.memory.argument_bytes + int(4.5 * per)  # batches 1..5 pass, 6.. refused
+    monkeypatch.setattr(memory, "analyse_compiled", _Refusing(limit))
+    out = tmp_path / "plan.json"
+    assert cli.main(["plan", "--model", "revsresnet21", *REDUCED, "--blocks", "1", "--target",
+                     "cpu", "--memory-modes", "reversible", "--hbm-gib", "64",
+                     "--first-batch", "4", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["largest"] == 5 and row["next_refused"] and row["next_peak_bytes"] is None
+    assert row["peaks"]["8"] is None and row["bytes_per_image"] is None  # 2 x 4 was refused
+    printed = capsys.readouterr().out
+    assert "compiled batch 6 for cpu (cpu): refused by the compiler" in printed
+    assert "refused" in printed.splitlines()[-1]  # the table's "+1" column
+    assert cli.main(["memory", *TINY, "--batch", "4", "--memory-modes", "reversible"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "argument --batch" in err and "batch 8 does not fit" in err
+
+
 # --------------------------------------------------------------------------- the TPU compiler
+def test_tpu_compiler_refusal_is_a_plan_and_the_search_goes_on(cache_dir):
+    """The real TPU compiler refuses a program larger than the v5e chip's HBM (tests/
+    tpu_programs.py ``wide_step``: 256 MiB of temporaries per example); one subprocess compiles
+    a fitting and a refused batch, and the batch plan under a budget above the chip's HBM ends
+    at the compiler's refusal: the answer was planned, one more was refused."""
+    _libtpu()
+    program = memory.StepProgram("tpu_programs:wide_step")
+    small, big = memory.compile_step(program, [8, 96], "tpu-v5e", cache_dir=cache_dir,
+                                     allow_refusal=True)
+    assert small.fits_device and small.memory.temp_bytes >= 8 * 2 ** 28
+    assert not big.fits_device and "RESOURCE_EXHAUSTED" in big.refused and big.memory is None
+    with pytest.raises(memory.DoesNotFitError, match="batch 96 does not fit tpu-v5e"):
+        memory.compile_step(program, [8, 96], "tpu-v5e", cache_dir=cache_dir)
+
+    def peaks_at(batches):
+        plans = memory.compile_step(program, batches, "tpu-v5e", cache_dir=cache_dir,
+                                    allow_refusal=True)
+        return {p.batch: None if p.memory is None else p.memory.peak_bytes for p in plans}
+
+    fit = largest_fitting(peaks_at, 16, 32 * 2 ** 30)
+    print("\nwide_step on tpu-v5e:", fit)
+    assert 16 < fit.largest < 64 and fit.next_refused
+    assert fit.peaks[fit.largest] >= fit.largest * 2 ** 28
+
+
 def _reduced(blocks=1):
     return benchmark.step_program("revsresnet21", time_steps=2, image_size=8, num_classes=5,
                                   memory_mode="reversible",

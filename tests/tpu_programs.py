@@ -39,3 +39,20 @@ def stage_step(depth: int, memory_mode: str, half: int = 128, time_steps: int = 
                                             jnp.float32)
 
     return jax.jit(step, donate_argnums=(0,)), make_args
+
+
+def wide_step(width: int = 2 ** 26):
+    """A step whose temporaries grow by ``width`` float32 (256 MiB) per example: a sine of the
+    input broadcast to ``[B, width]``, kept in HBM by an optimisation barrier, then summed. It
+    compiles in seconds at any batch, and from about 60 examples on a 16 GiB v5e chip the TPU
+    compiler refuses it (RESOURCE_EXHAUSTED): a refusal without a big model."""
+
+    def step(x):
+        wide = jnp.sin(jnp.broadcast_to(x[:, None], (x.shape[0], width)))
+        wide = jax.lax.optimization_barrier(wide)
+        return jnp.sum(wide * wide, axis=1)
+
+    def make_args(batch: int):
+        return (jax.ShapeDtypeStruct((batch,), jnp.float32),)
+
+    return jax.jit(step), make_args

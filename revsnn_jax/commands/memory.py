@@ -111,8 +111,10 @@ def check_target(name: str) -> None:
 def print_plan(plan) -> None:
     """One progress line per compile."""
     how = "cached" if plan.cached else f"{plan.compile_seconds:.1f} s"
-    print(f"  compiled batch {plan.batch} for {plan.target} ({plan.device_kind}): "
-          f"peak {plan.memory.peak_bytes / 2**20:.1f} MiB ({how})", flush=True)
+    what = ("refused by the compiler: does not fit the device" if plan.memory is None
+            else f"peak {plan.memory.peak_bytes / 2**20:.1f} MiB")
+    print(f"  compiled batch {plan.batch} for {plan.target} ({plan.device_kind}): {what} "
+          f"({how})", flush=True)
 
 
 def _check_model_kwargs(names: tuple[str, ...], model_kwargs: dict) -> None:
@@ -130,7 +132,7 @@ def _check_model_kwargs(names: tuple[str, ...], model_kwargs: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from revsnn_jax import benchmark
+    from revsnn_jax import benchmark, memory
     from revsnn_jax.models import get_info
 
     names, requested = args.models, args.memory_modes
@@ -155,11 +157,17 @@ def run(args: argparse.Namespace) -> int:
             if mode not in offered:
                 print(f"skipping {name} / {mode}: not offered by this model")
                 continue
-            row = benchmark.measure_training_step(
-                name, batch=args.batch, time_steps=args.time_steps, image_size=args.image_size,
-                num_classes=args.num_classes, memory_mode=mode, time_it=args.time,
-                timed_steps=args.timed_steps, model_kwargs=model_kwargs, target=args.target,
-                progress=print_plan, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+            try:
+                row = benchmark.measure_training_step(
+                    name, batch=args.batch, time_steps=args.time_steps,
+                    image_size=args.image_size, num_classes=args.num_classes, memory_mode=mode,
+                    time_it=args.time, timed_steps=args.timed_steps, model_kwargs=model_kwargs,
+                    target=args.target, progress=print_plan, cache_dir=args.cache_dir,
+                    use_cache=not args.no_cache)
+            except memory.DoesNotFitError as err:
+                raise UsageError(f"argument --batch: {name} / {mode}: {err} (the slope needs "
+                                 f"batches {args.batch} and {2 * args.batch}; try a smaller "
+                                 "--batch, or revsnn plan for the largest)") from err
             rows.append(row)
             print(f"{name} / {mode} on {row['target']} ({row['device_kind']}): "
                   f"{row['bytes_per_image'] / 2**20:.2f} MiB per image "

@@ -3,7 +3,8 @@
 For each memory mode, compiles the model's training step for ``--target`` (a TPU generation
 compiles without a TPU, see :mod:`revsnn_jax.memory`) at ``B`` and ``2B`` (``--first-batch``),
 takes the slope and intercept, then compiles at the line's answer and one more until the answer
-fits the chip's memory and one more does not (:mod:`revsnn_jax.plan`). The budget is the chip's
+fits the chip's memory and one more does not (:mod:`revsnn_jax.plan`); a batch the TPU compiler
+refuses as larger than the chip (``RESOURCE_EXHAUSTED``) counts as "does not fit". The budget is the chip's
 HBM (:data:`revsnn_jax.memory.HBM_GIB`: v4 32 GiB, v5e 16 GiB, v5p 95 GiB, v6e 32 GiB), or
 ``--hbm-gib``.
 
@@ -91,8 +92,10 @@ def _budget(args: argparse.Namespace) -> tuple[int, float]:
 
 def print_progress(plan, label: str) -> None:
     how = "cached" if plan.cached else f"{plan.compile_seconds:.1f} s"
+    what = ("refused by the compiler: does not fit the device" if plan.memory is None
+            else f"peak {plan.memory.peak_bytes / GiB:.3f} GiB")
     print(f"  {label}: compiled batch {plan.batch} for {plan.target} ({plan.device_kind}): "
-          f"peak {plan.memory.peak_bytes / GiB:.3f} GiB ({how})", flush=True)
+          f"{what} ({how})", flush=True)
 
 
 def format_table(rows: list[dict]) -> str:
@@ -102,7 +105,8 @@ def format_table(rows: list[dict]) -> str:
     lines = [header, "-" * len(header)]
     for r in rows:
         peak = "-" if r["peak_bytes"] is None else f"{r['peak_bytes'] / GiB:.3f}"
-        nxt = "-" if r["next_peak_bytes"] is None else f"{r['next_peak_bytes'] / GiB:.3f}"
+        nxt = ("refused" if r.get("next_refused") else "-" if r["next_peak_bytes"] is None
+               else f"{r['next_peak_bytes'] / GiB:.3f}")
         largest = f"{r['largest']}{'+' if r['limit_reached'] else ''}"
         lines.append(f"{r['model']:<20} {r['memory_mode']!s:<10} {r['target']:<8} "
                      f"{r['device_kind']:<12} {r['sweep']:<10} {r['batch']:>6} {largest:>8} "
