@@ -58,3 +58,11 @@ def test_memory_command_rejects_unknown_model_and_mode(capsys):
             cli.main(["memory", *argv])
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_cli_target_names_are_the_library_targets():
+    """The CLI spells the targets without importing jax; they must be memory.TARGETS' keys."""
+    from revsnn_jax import memory
+    from revsnn_jax.commands.memory import TARGET_NAMES
+
+    assert tuple(memory.TARGETS) == TARGET_NAMES

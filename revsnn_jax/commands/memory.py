@@ -17,11 +17,11 @@ import argparse
 import json
 
 from revsnn_jax.commands._args import UsageError, int_list, names_from, positive_int
+from revsnn_jax.modes import MEMORY_MODES, PLAIN_MEMORY_MODES
 
 TARGET_NAMES = ("cpu", "gpu", "tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e")
 
 HELP = "training memory per image (slope B -> 2B of the compiled step's peak) per model and mode"
-MEMORY_MODES = ("reversible", "checkpoint", "none")
 
 
 def _model_names() -> list[str]:
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for name in names:
         info = get_info(name)
-        offered = MEMORY_MODES if info.reversible else MEMORY_MODES[1:]
+        offered = MEMORY_MODES if info.reversible else PLAIN_MEMORY_MODES
         modes = requested or benchmark.default_memory_modes(name)
         for mode in modes:
             if mode not in offered:

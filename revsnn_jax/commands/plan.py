@@ -26,7 +26,6 @@ from revsnn_jax.commands._args import (
     positive_int,
 )
 from revsnn_jax.commands.memory import (
-    MEMORY_MODES,
     _check_model_kwargs,
     _model_names,
     add_memory_modes_argument,
@@ -34,6 +33,7 @@ from revsnn_jax.commands.memory import (
     add_target_arguments,
     check_target,
 )
+from revsnn_jax.modes import MEMORY_MODES, PLAIN_MEMORY_MODES
 
 HELP = "largest batch (or deepest/longest variant) whose training step fits one chip's memory"
 SWEEPS = ("blocks", "time-steps")
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         model_kwargs["blocks"] = args.blocks
     if model_kwargs:
         _check_model_kwargs((name,), model_kwargs)
-    offered = MEMORY_MODES if info.reversible else MEMORY_MODES[1:]
+    offered = MEMORY_MODES if info.reversible else PLAIN_MEMORY_MODES
     modes = args.memory_modes or benchmark.default_memory_modes(name)
     bad = [m for m in modes if m not in offered]
     if bad:
