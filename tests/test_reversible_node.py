@@ -225,3 +225,42 @@ def test_small_vgg11_revnode_learns_digits():
         losses.append(float(metrics["loss"]))
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def _bench_revnode():
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "bench_revnode.py"
+    spec = importlib.util.spec_from_file_location("bench_revnode", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_saved_bytes_counts_each_buffer_once_with_its_role():
+    """The node-level measure: residual buffers of ``jax.vjp``, each once, input / output
+    recognised; known answers for functions whose residuals are known."""
+    bench = _bench_revnode()
+    x = jnp.linspace(-1.0, 1.0, 24, dtype=jnp.float32).reshape(4, 6)
+    r = bench.jax_saved_bytes(lambda x: x * x, x)  # keeps x itself
+    assert (r["bytes"], r["input_bytes"], r["output_bytes"]) == (96, 96, 0)
+    r = bench.jax_saved_bytes(jnp.sin, x)  # keeps cos(x)
+    assert (r["bytes"], r["input_bytes"], r["output_bytes"]) == (96, 0, 0)
+
+    @jax.custom_vjp
+    def f(x):
+        return 2 * x
+
+    def f_fwd(x):
+        y = 2 * x
+        return y, (y, y, (x > 0).astype(jnp.int8))  # the output twice, a byte per element
+
+    f.defvjp(f_fwd, lambda res, g: (2 * g,))
+    r = bench.jax_saved_bytes(f, x)
+    assert (r["bytes"], r["output_bytes"]) == (96 + 24, 96)
+    assert sorted(role for *_, role in r["arrays"]) == ["internal", "output"]
+    # the reversible node: its output, two final potentials, 2 bit planes per group (tau 2)
+    xn = _x((8, 2, 32), jnp.float32)
+    r = bench.jax_saved_bytes(lambda x: reversible_node(x), xn)
+    assert r["output_bytes"] == xn.size * 4
+    assert r["bytes"] - r["output_bytes"] == 2 * 2 * 16 * 4 + 2 * 8 * 2 * 2 * 2
