@@ -264,3 +264,72 @@ def test_saved_bytes_counts_each_buffer_once_with_its_role():
     r = bench.jax_saved_bytes(lambda x: reversible_node(x), xn)
     assert r["output_bytes"] == xn.size * 4
     assert r["bytes"] - r["output_bytes"] == 2 * 2 * 16 * 4 + 2 * 8 * 2 * 2 * 2
+
+
+def _block_fns(dtype, pools=1):
+    from revsnn_jax.layers import avg_pool, batch_norm_train
+
+    def pre(p, z):
+        return batch_norm_train(z, p[0], p[1], 1e-5)
+
+    def post(w, y):
+        for _ in range(pools):
+            y = avg_pool(y, 2, 2, 0)
+        t, b = y.shape[:2]
+        out = jax.lax.conv_general_dilated(y.reshape((t * b, *y.shape[2:])), w, (1, 1),
+                                           ((1, 1), (1, 1)),
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return out.reshape((t, b, *out.shape[1:]))
+
+    return pre, post
+
+
+@pytest.mark.parametrize("dtype,rtol", [(jnp.float64, 1e-10), (jnp.float32, 2e-5)])
+@pytest.mark.parametrize("static", [False, True])
+def test_block_gradients_match_plain_autodiff(dtype, rtol, static):
+    """``pre -> node -> post`` keeping neither X nor Y: values and every gradient (pre's
+    parameters and input, post's parameters) equal plain autodiff of the same function."""
+    from revsnn_jax.revnode_block import revnode_block, revnode_block_reference
+
+    cfg = RevNodeConfig()
+    t = 6
+    pre, post = _block_fns(dtype)
+    shape = (2, 8, 8, 6) if static else (t, 2, 8, 8, 6)
+    z = _x(shape, dtype, seed=1, scale=2.0)
+    p = (1.0 + 0.5 * _x((6,), dtype, seed=2), 0.3 * _x((6,), dtype, seed=3))
+    w = 0.3 * _x((3, 3, 6, 4), dtype, seed=4)
+    ct = _x((t, 2, 4, 4, 4), dtype, seed=5)
+    steps = t if static else None
+
+    def loss(fn):
+        def f(p, z, w):
+            out = fn(pre, post, p, z, w, cfg, time_steps=steps)
+            return jnp.sum((out[0] if isinstance(out, tuple) else out) * ct)
+        return f
+
+    out, rate = revnode_block(pre, post, p, z, w, cfg, time_steps=steps)
+    ref = revnode_block_reference(pre, post, p, z, w, cfg, time_steps=steps)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=rtol, atol=rtol)
+    assert 0.02 < float(rate) < 0.98
+    got = jax.jit(jax.grad(loss(revnode_block), argnums=(0, 1, 2)))(p, z, w)
+    want = jax.jit(jax.grad(loss(revnode_block_reference), argnums=(0, 1, 2)))(p, z, w)
+    for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        scale = float(jnp.max(jnp.abs(r)))
+        assert scale > 0
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=rtol, atol=rtol * scale)
+
+
+def test_block_keeps_neither_input_nor_output_of_the_node():
+    """The block's residuals: pre's parameters and input, post's kernel, two final potentials
+    and the bit planes; nothing of the node's [T, ..., C] size in floating point."""
+    from revsnn_jax.revnode_block import revnode_block
+
+    pre, post = _block_fns(jnp.float32)
+    z = _x((8, 2, 8, 8, 6), jnp.float32)
+    p = (jnp.ones(6, jnp.float32), jnp.zeros(6, jnp.float32))
+    w = 0.3 * _x((3, 3, 6, 4), jnp.float32, seed=4)
+    bench = _bench_revnode()
+    r = bench.jax_saved_bytes(lambda z: revnode_block(pre, post, p, z, w, RevNodeConfig())[0], z)
+    assert r["input_bytes"] == z.size * 4
+    internal = r["bytes"] - r["input_bytes"]
+    assert internal <= w.size * 4 + 2 * 6 + 2 * 2 * 8 * 8 * 3 * 4 + 2 * 8 * 2 * 2 * 8 * 8 + 64

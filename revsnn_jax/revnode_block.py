@@ -1,0 +1,165 @@
+"""The reversible node between two weight layers, keeping neither its input nor its output.
+
+In a network ``z -> X = pre(z) -> Y = node(X) -> out = post(Y)`` (``pre`` a BatchNorm, ``post``
+pooling and the next convolution), autodiff keeps ``z`` for the BatchNorm and ``Y`` for the
+convolution's weight gradient, and the reversible node keeps ``Y`` too. ``Y`` is real-valued
+(``Y = X + a S``, :mod:`revsnn_jax.reversible_node`), so unlike a LIF's 0/1 spikes it cannot be
+kept as bits. But it does not need to be kept at all: ``X`` is a function of ``z``, which is kept
+anyway, and the spikes ``S`` are among the node's bit planes. :func:`revnode_block` runs
+``pre -> node -> post`` under ONE ``jax.custom_vjp`` whose residuals are ``pre``'s parameters and
+input ``z``, ``post``'s parameters, the node's two final potentials and its ``1 + d`` bit planes
+per neuron and step: no array of ``X``'s or ``Y``'s size. Per step, in the node's fixed point
+(units of ``2**-frac_bits``; ``[.]`` rounds onto that grid)::
+
+    forward:   X = pre(p, z)          Y1 = [X1] + a S1,  Y2 = [X2] + a S2      out = post(w, Y)
+    backward:  X = pre(p, z)          (rebuilt; S, remainders from the bit planes)
+               Y = [X] + a S          (exactly the forward's Y)
+               g_w, g_Y = pullback of post at (w, Y), applied to g_out
+               g_X = the node's streamlined backward (reverse integer steps from the final
+                     potentials, closed-form local derivatives; reversible_node docstring)
+               g_p, g_z = pullback of pre at (p, z), applied to g_X
+
+The rebuild is tied to ``g_out`` (:mod:`revsnn_jax.ties`) so that XLA runs it in the backward.
+Gradients are those of plain autodiff of ``post(w, revnode_reference(pre(p, z)))``: the node's
+backward is the one of the node alone, and ``pre``, ``post`` are differentiated by JAX.
+
+``time_steps=T`` declares a static ``pre`` (its output has no time axis, e.g. a direct-encoding
+stem): ``X[t] = pre(p, z)`` for every ``t``, the residual is the static ``z`` and the backward
+sums ``g_X`` over time inside its scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from revsnn_jax.neurons import scan_unroll
+from revsnn_jax.reversible_node import (
+    RevNodeConfig,
+    _backward_step,
+    _check_range,
+    _forward,
+    _round_ste,
+    _split,
+    _to_int,
+)
+from revsnn_jax.ties import tie
+
+__all__ = ["revnode_block", "revnode_block_reference"]
+
+Array = jax.Array
+PyTree = Any
+
+
+def _grid(x: Array, q: float) -> Array:
+    """``X`` on the node's grid, in integer units (the forward's conversion, op for op)."""
+    return _to_int(_round_ste(x, q), q)
+
+
+def _spikes(bits: Array, channels: int) -> Array:
+    """The spike plane of stacked bit planes ``[T, 1 + d, ..., bytes]`` as int32 ``[T, ..., C]``."""
+    return jnp.unpackbits(bits[:, 0], axis=-1, count=channels).astype(jnp.int32)
+
+
+def _check(cfg: RevNodeConfig, x: Array, time_steps: int | None) -> None:
+    chex.assert_type(x, float)
+    if time_steps is None and x.ndim < 2:
+        raise ValueError(f"pre must return [T, ..., C] (or pass time_steps), got {x.shape}")
+    if time_steps is not None and time_steps < 1:
+        raise ValueError(f"time_steps must be >= 1, got {time_steps}")
+    _split(x)
+    _check_range(x, cfg)
+
+
+def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
+                  post_fn: Callable[[PyTree, Array], Array],
+                  pre_params: PyTree, pre_input: Array, post_params: PyTree,
+                  cfg: RevNodeConfig, *, time_steps: int | None = None):
+    """``post_fn(post_params, node(pre_fn(pre_params, pre_input)))`` and the node's firing rate.
+
+    The backward keeps ``pre_params, pre_input, post_params``, the node's final potentials and
+    bit planes, and rebuilds the node's input and output from them (module docstring).
+    ``pre_fn`` returns ``X [T, ..., C]`` (``C`` even), or ``[..., C]`` repeated over
+    ``time_steps`` steps; ``post_fn`` takes ``Y [T, ..., C]``. Returns ``(out, rate)``: the
+    rate (mean spike count of both groups per neuron and step) carries no gradient.
+    """
+    q = float(2 ** cfg.frac_bits)
+    a = int(cfg.coupling * 2 ** cfg.frac_bits)
+
+    def node_input(p, z):
+        x = pre_fn(p, z)
+        _check(cfg, x, time_steps)
+        return x
+
+    def run(p, z, w):
+        x = node_input(p, z)
+        if time_steps is not None:
+            x = jnp.broadcast_to(x[None], (time_steps, *x.shape))
+        y, (m1, m2, bits1, bits2, _), rate = _forward(cfg, _round_ste(x, q))
+        return post_fn(w, y), jax.lax.stop_gradient(rate), (m1, m2, bits1, bits2)
+
+    @jax.custom_vjp
+    def block(p, z, w):
+        out, rate, _ = run(p, z, w)
+        return out, rate
+
+    def block_fwd(p, z, w):
+        out, rate, node_res = run(p, z, w)
+        return (out, rate), (p, z, w, *node_res)
+
+    def block_bwd(residuals, cotangents):
+        p, z, w, m1, m2, bits1, bits2 = residuals
+        g_out, _ = cotangents
+        p, z = tie((p, z), g_out)
+        x, pre_vjp = jax.vjp(node_input, p, z)
+        dtype = x.dtype
+        channels = x.shape[-1] // 2
+        mx1, mx2 = _split(_grid(x, q))
+        s1, s2 = _spikes(bits1, channels), _spikes(bits2, channels)
+        y = jnp.concatenate([mx1 + a * s1, mx2 + a * s2], -1).astype(dtype) / q
+        g_w, g_y = jax.vjp(post_fn, w, y)[1](g_out)
+        static = time_steps is not None
+
+        def body(carry, step):
+            (m1n, m2n, gv1, gv2), g_acc = carry
+            b1, b2, gyt, mxt1, mxt2 = step
+            if static:
+                mxt1, mxt2 = mx1, mx2
+            gyt1, gyt2 = _split(gyt)
+            node_carry, gx1, gx2 = _backward_step(
+                cfg, "streamlined", dtype, channels, (m1n, m2n, gv1, gv2), b1, b2,
+                mxt1, mxt2, gyt1, gyt2, inputs_given=True)
+            gx = jnp.concatenate([gx1, gx2], -1)
+            if static:
+                return (node_carry, g_acc + gx), None
+            return (node_carry, g_acc), gx
+
+        zeros = jnp.zeros(m1.shape, dtype)
+        g_acc = jnp.zeros(x.shape, dtype) if static else jnp.zeros((), dtype)
+        per_step = (None, None) if static else (mx1, mx2)
+        (_, g_sum), g_steps = jax.lax.scan(
+            body, ((m1, m2, zeros, zeros), g_acc), (bits1, bits2, g_y, *per_step),
+            reverse=True, unroll=scan_unroll(g_y.shape[0], cfg.unroll))
+        g_p, g_z = pre_vjp(g_sum if static else g_steps)
+        return g_p, g_z, g_w
+
+    block.defvjp(block_fwd, block_bwd)
+    return block(pre_params, pre_input, post_params)
+
+
+def revnode_block_reference(pre_fn: Callable[[PyTree, Array], Array],
+                            post_fn: Callable[[PyTree, Array], Array],
+                            pre_params: PyTree, pre_input: Array, post_params: PyTree,
+                            cfg: RevNodeConfig, *,
+                            time_steps: int | None = None) -> Array:
+    """:func:`revnode_block`'s output under plain autodiff (everything stored): the reference."""
+    from revsnn_jax.reversible_node import revnode_reference
+
+    x = pre_fn(pre_params, pre_input)
+    if time_steps is not None:
+        x = jnp.broadcast_to(x[None], (time_steps, *x.shape))
+    return post_fn(post_params, revnode_reference(x, cfg))
