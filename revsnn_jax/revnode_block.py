@@ -36,6 +36,7 @@ from typing import Any
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from revsnn_jax.neurons import scan_unroll
 from revsnn_jax.reversible_node import (
@@ -49,7 +50,7 @@ from revsnn_jax.reversible_node import (
 )
 from revsnn_jax.ties import tie
 
-__all__ = ["revnode_block", "revnode_block_reference"]
+__all__ = ["avg_pool2", "node_link", "revnode_block", "revnode_block_reference"]
 
 Array = jax.Array
 PyTree = Any
@@ -63,6 +64,13 @@ def _grid(x: Array, q: float) -> Array:
 def _spikes(bits: Array, channels: int) -> Array:
     """The spike plane of stacked bit planes ``[T, 1 + d, ..., bytes]`` as int32 ``[T, ..., C]``."""
     return jnp.unpackbits(bits[:, 0], axis=-1, count=channels).astype(jnp.int32)
+
+
+def _tie_all(tree: PyTree, g: PyTree) -> PyTree:
+    """:func:`revsnn_jax.ties.tie` for integer leaves too: each gets ``+ int(0 * g[0])``, so
+    nothing computed from them (the last step's inverse) can run before ``g`` exists."""
+    zero = tie(jnp.zeros((), jnp.float32), g)
+    return jax.tree.map(lambda a: a + zero.astype(a.dtype), tree)
 
 
 def _check(cfg: RevNodeConfig, x: Array, time_steps: int | None) -> None:
@@ -115,12 +123,16 @@ def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
         p, z, w, m1, m2, bits1, bits2 = residuals
         g_out, _ = cotangents
         p, z = tie((p, z), g_out)
+        m1, m2, bits1, bits2 = _tie_all((m1, m2, bits1, bits2), g_out)
         x, pre_vjp = jax.vjp(node_input, p, z)
         dtype = x.dtype
         channels = x.shape[-1] // 2
         mx1, mx2 = _split(_grid(x, q))
         s1, s2 = _spikes(bits1, channels), _spikes(bits2, channels)
-        y = jnp.concatenate([mx1 + a * s1, mx2 + a * s2], -1).astype(dtype) / q
+        # ``* (1 / q)`` by a tied scalar: XLA:CPU would otherwise materialise a constant of
+        # Y's size for its fused pooling / convolution and keep it from the program's start
+        inv_q = tie(jnp.asarray(1 / q, dtype), g_out)
+        y = jnp.concatenate([mx1 + a * s1, mx2 + a * s2], -1).astype(dtype) * inv_q
         g_w, g_y = jax.vjp(post_fn, w, y)[1](g_out)
         static = time_steps is not None
 
@@ -163,3 +175,91 @@ def revnode_block_reference(pre_fn: Callable[[PyTree, Array], Array],
     if time_steps is not None:
         x = jnp.broadcast_to(x[None], (time_steps, *x.shape))
     return post_fn(post_params, revnode_reference(x, cfg))
+
+
+# --------------------------------------------------------------------------- NNX layers
+@jax.custom_vjp
+def avg_pool2(y: Array) -> Array:
+    """:func:`revsnn_jax.layers.avg_pool` ``(2, 2, 0)`` over ``[..., H, W, C]`` whose backward
+    is the exact upsampling ``dY[..., 2i + u, 2j + v, :] = dP[..., i, j, :] / 4`` (zero in a
+    last odd row or column): the values of autodiff of the pool, without constants of the
+    input's or output's size."""
+    # the quarter tied to y: a constant would be materialised at the output's size and, in a
+    # backward that recomputes the pool, kept from the program's start (module docstring)
+    dims = (1,) * (y.ndim - 3) + (2, 2, 1)
+    summed = jax.lax.reduce_window(y, np.zeros((), y.dtype), jax.lax.add, dims, dims, "VALID")
+    return summed * tie(jnp.asarray(0.25, y.dtype), y)
+
+
+def _avg_pool2_fwd(y):
+    # an empty array that carries the input's H and W
+    return avg_pool2(y), jnp.zeros((y.shape[-3], y.shape[-2], 0), y.dtype)
+
+
+def _avg_pool2_bwd(hw, g):
+    h, w = hw.shape[:2]
+    up = jnp.repeat(jnp.repeat(g / 4, 2, axis=-3), 2, axis=-2)
+    pad = [(0, 0)] * (g.ndim - 3) + [(0, h - up.shape[-3]), (0, w - up.shape[-2]), (0, 0)]
+    return (jnp.pad(up, pad),)
+
+
+avg_pool2.defvjp(_avg_pool2_fwd, _avg_pool2_bwd)
+
+
+def node_link(z: Array, node: Any, *, bn: Any = None, pools: int = 0, conv: Any = None,
+              time_steps: int | None = None) -> Array:
+    """``conv(pool^pools(node(bn(z))))`` as one :func:`revnode_block` (training mode).
+
+    ``node`` is a :class:`revsnn_jax.reversible_node.ReversibleNode`; ``bn`` a
+    :class:`revsnn_jax.layers.BatchNorm` (its running statistics are updated as its own call
+    does) or ``None`` for a static ``z`` repeated over ``time_steps`` (``[B, ..., C]``);
+    ``pools`` 2x2 average pools; ``conv`` a :class:`revsnn_jax.layers.Conv2d` or ``None``.
+    Records the node's firing rate as its ``firing_rate``. Same values and gradients as calling
+    the layers one after the other with the node under plain autodiff.
+    """
+    from revsnn_jax.layers import batch_norm_train
+    from revsnn_jax.nnx_utils import sow_intermediate
+
+    if bn is not None:
+        bn(z)  # the running-statistics update; its output is not used (and not computed)
+        epsilon = bn.epsilon
+        pre_params = (bn.scale[...].astype(z.dtype), bn.bias[...].astype(z.dtype))
+
+        def pre(p, z):
+            return batch_norm_train(z, p[0], p[1], epsilon)
+    else:
+        if time_steps is None:
+            raise ValueError("a link without BatchNorm takes a static z: pass time_steps")
+        pre_params = ()
+
+        def pre(p, z):
+            return z
+
+    if conv is not None:
+        if conv.spike_input:
+            raise ValueError("the node's output is real-valued: its conv needs spike_input=False")
+        layer = conv.conv
+        post_params = layer.kernel[...]
+        if layer.use_bias:
+            post_params = (post_params, layer.bias[...])
+    else:
+        post_params = ()
+
+    def post(w, y):
+        for _ in range(pools):
+            y = avg_pool2(y)
+        if conv is None:
+            return y
+        kernel, bias = w if isinstance(w, tuple) else (w, None)
+        lead = y.shape[:-3]
+        out = jax.lax.conv_general_dilated(
+            y.reshape((-1, *y.shape[-3:])).astype(kernel.dtype), kernel, layer.strides,
+            layer.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if bias is not None:
+            out = out + bias
+        return out.reshape((*lead, *out.shape[1:]))
+
+    out, rate = revnode_block(pre, post, pre_params, z, post_params, node.config,
+                              time_steps=time_steps)
+    sow_intermediate(node, "firing_rate", rate)
+    return out
