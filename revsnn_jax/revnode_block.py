@@ -86,13 +86,18 @@ def _check(cfg: RevNodeConfig, x: Array, time_steps: int | None) -> None:
 def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
                   post_fn: Callable[[PyTree, Array], Array],
                   pre_params: PyTree, pre_input: Array, post_params: PyTree,
-                  cfg: RevNodeConfig, *, time_steps: int | None = None):
-    """``post_fn(post_params, node(pre_fn(pre_params, pre_input)))`` and the node's firing rate.
+                  cfg: RevNodeConfig, *, time_steps: int | None = None,
+                  local_fn: Callable[[Array], Array] | None = None):
+    """``post_fn(post_params, local_fn(node(pre_fn(pre_params, pre_input))))`` and the node's
+    firing rate.
 
     The backward keeps ``pre_params, pre_input, post_params``, the node's final potentials and
     bit planes, and rebuilds the node's input and output from them (module docstring).
     ``pre_fn`` returns ``X [T, ..., C]`` (``C`` even), or ``[..., C]`` repeated over
-    ``time_steps`` steps; ``post_fn`` takes ``Y [T, ..., C]``. Returns ``(out, rate)``: the
+    ``time_steps`` steps; ``post_fn`` takes ``Y [T, ..., C]``, or ``local_fn(Y)`` when given:
+    a function without parameters that acts on each time step alone (e.g. pooling), which the
+    backward applies, and differentiates, step by step, so that no ``[T, ...]`` array of
+    ``Y``'s size exists in the backward either. Returns ``(out, rate)``: the
     rate (mean spike count of both groups per neuron and step) carries no gradient.
     """
     q = float(2 ** cfg.frac_bits)
@@ -108,6 +113,8 @@ def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
         if time_steps is not None:
             x = jnp.broadcast_to(x[None], (time_steps, *x.shape))
         y, (m1, m2, bits1, bits2, _), rate = _forward(cfg, _round_ste(x, q))
+        if local_fn is not None:
+            y = local_fn(y)
         return post_fn(w, y), jax.lax.stop_gradient(rate), (m1, m2, bits1, bits2)
 
     @jax.custom_vjp
@@ -128,19 +135,43 @@ def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
         dtype = x.dtype
         channels = x.shape[-1] // 2
         mx1, mx2 = _split(_grid(x, q))
-        s1, s2 = _spikes(bits1, channels), _spikes(bits2, channels)
+        static = time_steps is not None
+        steps = time_steps if static else x.shape[0]
+        unroll = scan_unroll(steps, cfg.unroll)
         # ``* (1 / q)`` by a tied scalar: XLA:CPU would otherwise materialise a constant of
         # Y's size for its fused pooling / convolution and keep it from the program's start
         inv_q = tie(jnp.asarray(1 / q, dtype), g_out)
-        y = jnp.concatenate([mx1 + a * s1, mx2 + a * s2], -1).astype(dtype) * inv_q
-        g_w, g_y = jax.vjp(post_fn, w, y)[1](g_out)
-        static = time_steps is not None
+
+        def y_step(b1, b2, mxt1, mxt2):  # Y[t] from X[t] and the spike planes of step t
+            s1 = jnp.unpackbits(b1[0], axis=-1, count=channels).astype(jnp.int32)
+            s2 = jnp.unpackbits(b2[0], axis=-1, count=channels).astype(jnp.int32)
+            return jnp.concatenate([mxt1 + a * s1, mxt2 + a * s2], -1).astype(dtype) * inv_q
+
+        per_step = (None, None) if static else (mx1, mx2)
+
+        def inputs_at(mxt1, mxt2):
+            return (mx1, mx2) if static else (mxt1, mxt2)
+
+        if local_fn is None:
+            s1, s2 = _spikes(bits1, channels), _spikes(bits2, channels)
+            local_y = jnp.concatenate([mx1 + a * s1, mx2 + a * s2], -1).astype(dtype) * inv_q
+        else:  # local(Y[t]) step by step: Y is never held for all T
+            def local_body(_, step):
+                b1, b2, mxt1, mxt2 = step
+                return None, local_fn(y_step(b1, b2, *inputs_at(mxt1, mxt2)))
+
+            _, local_y = jax.lax.scan(local_body, None, (bits1, bits2, *per_step),
+                                      unroll=unroll)
+        g_w, g_local = jax.vjp(post_fn, w, local_y)[1](g_out)
 
         def body(carry, step):
             (m1n, m2n, gv1, gv2), g_acc = carry
-            b1, b2, gyt, mxt1, mxt2 = step
-            if static:
-                mxt1, mxt2 = mx1, mx2
+            b1, b2, g_lt, mxt1, mxt2 = step
+            mxt1, mxt2 = inputs_at(mxt1, mxt2)
+            if local_fn is None:
+                gyt = g_lt
+            else:
+                gyt = jax.vjp(local_fn, y_step(b1, b2, mxt1, mxt2))[1](g_lt)[0]
             gyt1, gyt2 = _split(gyt)
             node_carry, gx1, gx2 = _backward_step(
                 cfg, "streamlined", dtype, channels, (m1n, m2n, gv1, gv2), b1, b2,
@@ -152,10 +183,9 @@ def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
 
         zeros = jnp.zeros(m1.shape, dtype)
         g_acc = jnp.zeros(x.shape, dtype) if static else jnp.zeros((), dtype)
-        per_step = (None, None) if static else (mx1, mx2)
         (_, g_sum), g_steps = jax.lax.scan(
-            body, ((m1, m2, zeros, zeros), g_acc), (bits1, bits2, g_y, *per_step),
-            reverse=True, unroll=scan_unroll(g_y.shape[0], cfg.unroll))
+            body, ((m1, m2, zeros, zeros), g_acc), (bits1, bits2, g_local, *per_step),
+            reverse=True, unroll=unroll)
         g_p, g_z = pre_vjp(g_sum if static else g_steps)
         return g_p, g_z, g_w
 
@@ -167,14 +197,16 @@ def revnode_block_reference(pre_fn: Callable[[PyTree, Array], Array],
                             post_fn: Callable[[PyTree, Array], Array],
                             pre_params: PyTree, pre_input: Array, post_params: PyTree,
                             cfg: RevNodeConfig, *,
-                            time_steps: int | None = None) -> Array:
+                            time_steps: int | None = None,
+                            local_fn: Callable[[Array], Array] | None = None) -> Array:
     """:func:`revnode_block`'s output under plain autodiff (everything stored): the reference."""
     from revsnn_jax.reversible_node import revnode_reference
 
     x = pre_fn(pre_params, pre_input)
     if time_steps is not None:
         x = jnp.broadcast_to(x[None], (time_steps, *x.shape))
-    return post_fn(post_params, revnode_reference(x, cfg))
+    y = revnode_reference(x, cfg)
+    return post_fn(post_params, y if local_fn is None else local_fn(y))
 
 
 # --------------------------------------------------------------------------- NNX layers
@@ -245,9 +277,12 @@ def node_link(z: Array, node: Any, *, bn: Any = None, pools: int = 0, conv: Any 
     else:
         post_params = ()
 
-    def post(w, y):
+    def local(y):
         for _ in range(pools):
             y = avg_pool2(y)
+        return y
+
+    def post(w, y):
         if conv is None:
             return y
         kernel, bias = w if isinstance(w, tuple) else (w, None)
@@ -260,6 +295,6 @@ def node_link(z: Array, node: Any, *, bn: Any = None, pools: int = 0, conv: Any 
         return out.reshape((*lead, *out.shape[1:]))
 
     out, rate = revnode_block(pre, post, pre_params, z, post_params, node.config,
-                              time_steps=time_steps)
+                              time_steps=time_steps, local_fn=local if pools else None)
     sow_intermediate(node, "firing_rate", rate)
     return out

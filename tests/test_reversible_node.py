@@ -285,15 +285,19 @@ def _block_fns(dtype, pools=1):
 
 
 @pytest.mark.parametrize("dtype,rtol", [(jnp.float64, 1e-10), (jnp.float32, 2e-5)])
-@pytest.mark.parametrize("static", [False, True])
-def test_block_gradients_match_plain_autodiff(dtype, rtol, static):
+@pytest.mark.parametrize("static,local", [(False, False), (True, False), (False, True),
+                                          (True, True)])
+def test_block_gradients_match_plain_autodiff(dtype, rtol, static, local):
     """``pre -> node -> post`` keeping neither X nor Y: values and every gradient (pre's
     parameters and input, post's parameters) equal plain autodiff of the same function."""
     from revsnn_jax.revnode_block import revnode_block, revnode_block_reference
 
     cfg = RevNodeConfig()
     t = 6
-    pre, post = _block_fns(dtype)
+    from revsnn_jax.revnode_block import avg_pool2
+
+    pre, post = _block_fns(dtype, pools=0 if local else 1)
+    kw = dict(local_fn=avg_pool2) if local else {}
     shape = (2, 8, 8, 6) if static else (t, 2, 8, 8, 6)
     z = _x(shape, dtype, seed=1, scale=2.0)
     p = (1.0 + 0.5 * _x((6,), dtype, seed=2), 0.3 * _x((6,), dtype, seed=3))
@@ -303,12 +307,12 @@ def test_block_gradients_match_plain_autodiff(dtype, rtol, static):
 
     def loss(fn):
         def f(p, z, w):
-            out = fn(pre, post, p, z, w, cfg, time_steps=steps)
+            out = fn(pre, post, p, z, w, cfg, time_steps=steps, **kw)
             return jnp.sum((out[0] if isinstance(out, tuple) else out) * ct)
         return f
 
-    out, rate = revnode_block(pre, post, p, z, w, cfg, time_steps=steps)
-    ref = revnode_block_reference(pre, post, p, z, w, cfg, time_steps=steps)
+    out, rate = revnode_block(pre, post, p, z, w, cfg, time_steps=steps, **kw)
+    ref = revnode_block_reference(pre, post, p, z, w, cfg, time_steps=steps, **kw)
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=rtol, atol=rtol)
     assert 0.02 < float(rate) < 0.98
     got = jax.jit(jax.grad(loss(revnode_block), argnums=(0, 1, 2)))(p, z, w)
