@@ -44,6 +44,7 @@ from revsnn_jax.reversible_node import (
     _backward_step,
     _check_range,
     _forward,
+    _int_step,
     _round_ste,
     _split,
     _to_int,
@@ -123,14 +124,17 @@ def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
         return out, rate
 
     def block_fwd(p, z, w):
-        out, rate, node_res = run(p, z, w)
-        return (out, rate), (p, z, w, *node_res)
+        out, rate, (_, _, bits1, bits2) = run(p, z, w)
+        # Not the final potentials: the backward recomputes them from X. Kept, their
+        # computation (the last steps) would be moved by XLA into the backward, their only
+        # consumer, keeping every step's potentials alive in their place.
+        return (out, rate), (p, z, w, bits1, bits2)
 
     def block_bwd(residuals, cotangents):
-        p, z, w, m1, m2, bits1, bits2 = residuals
+        p, z, w, bits1, bits2 = residuals
         g_out, _ = cotangents
         p, z = tie((p, z), g_out)
-        m1, m2, bits1, bits2 = _tie_all((m1, m2, bits1, bits2), g_out)
+        bits1, bits2 = _tie_all((bits1, bits2), g_out)
         x, pre_vjp = jax.vjp(node_input, p, z)
         dtype = x.dtype
         channels = x.shape[-1] // 2
@@ -151,6 +155,14 @@ def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
 
         def inputs_at(mxt1, mxt2):
             return (mx1, mx2) if static else (mxt1, mxt2)
+
+        def potentials_body(carry, step):  # the forward's integer steps, potentials only
+            m1, m2, *_ = _int_step(cfg, *carry, *inputs_at(*step))
+            return (m1, m2), None
+
+        start = jnp.zeros(mx1.shape if static else mx1.shape[1:], jnp.int32)
+        (m1, m2), _ = jax.lax.scan(potentials_body, (start, start), per_step, length=steps,
+                                   unroll=unroll)
 
         if local_fn is None:
             s1, s2 = _spikes(bits1, channels), _spikes(bits2, channels)
