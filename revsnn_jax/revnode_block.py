@@ -7,12 +7,14 @@ convolution's weight gradient, and the reversible node keeps ``Y`` too. ``Y`` is
 kept as bits. But it does not need to be kept at all: ``X`` is a function of ``z``, which is kept
 anyway, and the spikes ``S`` are among the node's bit planes. :func:`revnode_block` runs
 ``pre -> node -> post`` under ONE ``jax.custom_vjp`` whose residuals are ``pre``'s parameters and
-input ``z``, ``post``'s parameters, the node's two final potentials and its ``1 + d`` bit planes
-per neuron and step: no array of ``X``'s or ``Y``'s size. Per step, in the node's fixed point
-(units of ``2**-frac_bits``; ``[.]`` rounds onto that grid)::
+input ``z``, ``post``'s parameters and the node's ``1 + d`` bit planes per neuron and step: no
+array of ``X``'s or ``Y``'s size. Per step, in the node's fixed point (units of
+``2**-frac_bits``; ``[.]`` rounds onto that grid)::
 
     forward:   X = pre(p, z)          Y1 = [X1] + a S1,  Y2 = [X2] + a S2      out = post(w, Y)
     backward:  X = pre(p, z)          (rebuilt; S, remainders from the bit planes)
+               V1[T-1], V2[T-1]       (the node's integer steps over [X] from V = 0, potentials
+                                       only: the final potentials are not kept either)
                Y = [X] + a S          (exactly the forward's Y)
                g_w, g_Y = pullback of post at (w, Y), applied to g_out
                g_X = the node's streamlined backward (reverse integer steps from the final
@@ -92,8 +94,8 @@ def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
     """``post_fn(post_params, local_fn(node(pre_fn(pre_params, pre_input))))`` and the node's
     firing rate.
 
-    The backward keeps ``pre_params, pre_input, post_params``, the node's final potentials and
-    bit planes, and rebuilds the node's input and output from them (module docstring).
+    The backward keeps ``pre_params, pre_input, post_params`` and the node's bit planes, and
+    rebuilds the node's input, potentials and output from them (module docstring).
     ``pre_fn`` returns ``X [T, ..., C]`` (``C`` even), or ``[..., C]`` repeated over
     ``time_steps`` steps; ``post_fn`` takes ``Y [T, ..., C]``, or ``local_fn(Y)`` when given:
     a function without parameters that acts on each time step alone (e.g. pooling), which the
