@@ -337,6 +337,12 @@ def _print_node_claim(rows, skipped):
         print(f"  ({skipped})")
 
 
+def _print_rows(title, rows, line) -> None:
+    print(f"\n{title}")
+    for r in rows:
+        print(f"  {line(r)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller everything (smoke test)")
@@ -392,24 +398,25 @@ def main() -> int:
                   f"({r['streamlined_vs_plain']:.3f}x plain)  naive {r['naive']:,.0f}; "
                   f"backward streamlined/naive {r['backward_ratio_streamlined_vs_naive']:.3f}")
 
-    if "network" in parts:
-        result["network_memory"] = network_memory((4,) if args.quick else (4, 16),
-                                                  batch=2 if args.quick else 8)
-        print("\n3. whole-network training memory per image (revsnn memory, slope B -> 2B)")
-        for r in result["network_memory"]:
-            print(f"  T={r['time_steps']:<3} {r['model']:<14} {r['memory_mode']:<10} "
-                  f"{r['bytes_per_image'] / MiB:>9.2f} MiB/image  ({r['ratio_vs_vgg11']:.3f}x "
-                  f"vgg11's)  peak {r['peak_bytes'] / MiB:.1f} MiB at B={r['batch']}")
-
-    if "time" in parts:
-        result["step_time"] = step_times(width=8 if args.quick else 16, time_steps=4,
-                                         batch=4 if args.quick else 16,
-                                         steps=3 if args.quick else 7)
-        print("\n4. step time (reduced width, shared 2-core CPU: indicative)")
-        for r in result["step_time"]:
-            print(f"  {r['model']:<14} {r['memory_mode']:<10} width {r['width']}: "
-                  f"{r['step_seconds'] * 1e3:8.1f} ms/step ({r['time_ratio_vs_vgg11']:.2f}x "
-                  f"vgg11), compile {r['compile_seconds']:.1f} s")
+    tables = (  # part, result key, rows, title, one line per row
+        ("network", "network_memory", lambda: network_memory(
+            (4,) if args.quick else (4, 16), batch=2 if args.quick else 8),
+         "3. whole-network training memory per image (revsnn memory, slope B -> 2B)",
+         lambda r: (f"T={r['time_steps']:<3} {r['model']:<14} {r['memory_mode']:<10} "
+                    f"{r['bytes_per_image'] / MiB:>9.2f} MiB/image  ({r['ratio_vs_vgg11']:.3f}x"
+                    f" vgg11's)  peak {r['peak_bytes'] / MiB:.1f} MiB at B={r['batch']}")),
+        ("time", "step_time", lambda: step_times(
+            width=8 if args.quick else 16, time_steps=4, batch=4 if args.quick else 16,
+            steps=3 if args.quick else 7),
+         "4. step time (reduced width, shared 2-core CPU: indicative)",
+         lambda r: (f"{r['model']:<14} {r['memory_mode']:<10} width {r['width']}: "
+                    f"{r['step_seconds'] * 1e3:8.1f} ms/step ({r['time_ratio_vs_vgg11']:.2f}x "
+                    f"vgg11), compile {r['compile_seconds']:.1f} s")),
+    )
+    for part, key, rows, title, line in tables:
+        if part in parts:
+            result[key] = rows()
+            _print_rows(title, result[key], line)
     result["wall_seconds"] = time.time() - start
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as fh:
