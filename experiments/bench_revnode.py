@@ -404,7 +404,7 @@ def main() -> int:
          "3. whole-network training memory per image (revsnn memory, slope B -> 2B)",
          lambda r: (f"T={r['time_steps']:<3} {r['model']:<14} {r['memory_mode']:<10} "
                     f"{r['bytes_per_image'] / MiB:>9.2f} MiB/image  ({r['ratio_vs_vgg11']:.3f}x"
-                    f" vgg11's)  peak {r['peak_bytes'] / MiB:.1f} MiB at B={r['batch']}")),
+                    f" less than vgg11)  peak {r['peak_bytes'] / MiB:.1f} MiB at B={r['batch']}")),
         ("time", "step_time", lambda: step_times(
             width=8 if args.quick else 16, time_steps=4, batch=4 if args.quick else 16,
             steps=3 if args.quick else 7),
