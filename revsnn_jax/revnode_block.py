@@ -76,12 +76,6 @@ def _tie_all(tree: PyTree, g: PyTree) -> PyTree:
     return jax.tree.map(lambda a: a + zero.astype(a.dtype), tree)
 
 
-def _total(tree: PyTree) -> Array:
-    """The sum of every floating element of ``tree`` (0 if none): a tie that needs all of it."""
-    leaves = [jnp.sum(a) for a in jax.tree.leaves(tree) if jnp.issubdtype(a.dtype, jnp.inexact)]
-    return sum(leaves, jnp.zeros((), jnp.float32))
-
-
 def _check(cfg: RevNodeConfig, x: Array, time_steps: int | None) -> None:
     chex.assert_type(x, float)
     if time_steps is None and x.ndim < 2:
@@ -183,9 +177,6 @@ def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
             _, local_y = jax.lax.scan(local_body, None, (bits1, bits2, *per_step),
                                       unroll=unroll)
         g_w, g_local = jax.vjp(post_fn, w, local_y)[1](g_out)
-        # parameter gradients first: left to the end of the program, XLA would keep what they
-        # need (g_out, z, g_X of every layer) alive until then
-        g_local = tie(g_local, _total(g_w))
 
         def body(carry, step):
             (m1n, m2n, gv1, gv2), g_acc = carry
@@ -214,7 +205,7 @@ def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
             body, ((m1, m2, zeros, zeros), g_acc), (bits1, bits2, g_local, *per_step),
             reverse=True, unroll=unroll)
         g_p, g_z = pre_vjp(g_sum if static else g_steps)
-        return g_p, tie(g_z, _total(g_p)), g_w
+        return g_p, g_z, g_w
 
     block.defvjp(block_fwd, block_bwd)
     return block(pre_params, pre_input, post_params)
