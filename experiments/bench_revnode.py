@@ -22,31 +22,33 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from revsnn_jax import benchmark, neurons
-from revsnn_jax.memory import compiled_memory
 from revsnn_jax.models import vgg
 from revsnn_jax.reversible import reversible_stage
 from revsnn_jax.reversible_node import reversible_node
+from revsnn_jax.revnode_block import revnode_block
 
 MiB = 2 ** 20
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def _lif(x):
+def _lif(x, v_reset=None):
     c = vgg.LIF_NODE
-    return neurons.lif_multistep(x, tau=c.tau, v_threshold=c.v_threshold, v_reset=c.v_reset,
+    return neurons.lif_multistep(x, tau=c.tau, v_threshold=c.v_threshold, v_reset=v_reset,
                                  surrogate=c.surrogate)[0]
 
 
@@ -58,43 +60,164 @@ def _revnode_plain(x):
     return reversible_node(x, vgg.REV_NODE, memory_mode="none")
 
 
-NODES = {"lif (autodiff)": _lif, "revnode (reversible)": _revnode,
-         "revnode (autodiff)": _revnode_plain}
+def _revnode_linked(x):
+    # the node as the networks run it: between layers that rebuild its input and output
+    return revnode_block(lambda p, z: z, lambda w, y: y, (), x, (), vgg.REV_NODE)[0]
+
+
+#: The JAX nodes of the node-level comparison: name -> (function of x [T, N], reset).
+JAX_NODES = {
+    "revsnn lif, soft reset (autodiff)": (_lif, "soft"),
+    "revsnn lif, hard reset to 0 (autodiff)": (functools.partial(_lif, v_reset=0.0), "hard"),
+    "revnode (reversible)": (_revnode, "soft"),
+    "revnode (autodiff)": (_revnode_plain, "soft"),
+    "revnode linked (revnode_block)": (_revnode_linked, "soft"),
+}
 
 
 def _nbytes(leaf) -> int:
     return int(np.prod(leaf.shape)) * jnp.dtype(leaf.dtype).itemsize
 
 
-def node_memory(time_steps, shape=(1, 32, 32, 64)):
+def jax_saved_bytes(fn, x) -> dict:
+    """What JAX's autodiff keeps from the forward of ``fn`` at ``x`` for its backward.
+
+    The residuals are the array leaves of the VJP closure ``jax.vjp(fn, x)[1]`` (the analogue
+    of PyTorch's saved tensors), counted once per device buffer. Returns ``bytes`` (all of them),
+    ``input_bytes`` / ``output_bytes`` (the part that is ``x`` itself or equals ``fn(x)``: kept
+    by the neighbouring layers anyway in a network) and ``arrays`` (shape, dtype, role).
+    """
+    x = jnp.asarray(x)
+    y, vjp_fn = jax.vjp(fn, x)
+    seen, arrays = set(), []
+    total = input_bytes = output_bytes = 0
+    for leaf in jax.tree.leaves(vjp_fn):
+        if not isinstance(leaf, jax.Array):
+            continue
+        ptr = leaf.unsafe_buffer_pointer()
+        if ptr in seen:
+            continue
+        seen.add(ptr)
+        role = "internal"
+        if ptr == x.unsafe_buffer_pointer():
+            role = "input"
+        elif leaf.shape == y.shape and leaf.dtype == y.dtype and bool(jnp.array_equal(leaf, y)):
+            role = "output"
+        size = _nbytes(leaf)
+        total += size
+        input_bytes += size if role == "input" else 0
+        output_bytes += size if role == "output" else 0
+        arrays.append([list(leaf.shape), str(leaf.dtype), role])
+    return {"bytes": total, "input_bytes": input_bytes, "output_bytes": output_bytes,
+            "arrays": arrays}
+
+
+def spikingjelly_saved_bytes(time_steps: int, neurons_per_step: int, reset: str,
+                             detach_reset: bool) -> dict:
+    """What PyTorch's autograd keeps for SpikingJelly's ``LIFNode(step_mode="m")`` (tau 2,
+    Sigmoid(4)) on ``x [T, N]``: every tensor the forward saves, through
+    ``torch.autograd.graph.saved_tensors_hooks``, counted once per storage (its full size).
+    ``output_bytes``: saved storages whose values equal one step of the output spikes.
+    Raises ``ImportError`` without torch / SpikingJelly."""
+    import torch
+    from spikingjelly.activation_based import neuron as sj_neuron
+    from spikingjelly.activation_based import surrogate as sj_surrogate
+
+    node = sj_neuron.LIFNode(tau=2.0, v_threshold=1.0, v_reset=None if reset == "soft" else 0.0,
+                             detach_reset=detach_reset, step_mode="m",
+                             surrogate_function=sj_surrogate.Sigmoid(alpha=4.0))
+    gen = torch.Generator().manual_seed(0)
+    x = (1.5 * torch.randn(time_steps, neurons_per_step, generator=gen)).requires_grad_()
+    saved: dict[int, Any] = {}
+
+    def pack(t):
+        saved.setdefault(t.untyped_storage().data_ptr(), t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = node(x)
+    total = output_bytes = input_bytes = 0
+    arrays = []
+    for ptr, t in saved.items():
+        size = t.untyped_storage().nbytes()
+        role = "internal"
+        if ptr == x.untyped_storage().data_ptr():
+            role = "input"
+        elif t.shape == y.shape[1:] and any(torch.equal(t, y[i]) for i in range(time_steps)):
+            role = "output"
+        total += size
+        input_bytes += size if role == "input" else 0
+        output_bytes += size if role == "output" else 0
+        arrays.append([list(t.shape), str(t.dtype).removeprefix("torch."), role])
+    return {"bytes": total, "input_bytes": input_bytes, "output_bytes": output_bytes,
+            "arrays": arrays}
+
+
+SJ_NODES = {  # name -> (reset, detach_reset)
+    "spikingjelly LIFNode, hard reset to 0 (default)": ("hard", False),
+    "spikingjelly LIFNode, hard reset, detach_reset": ("hard", True),
+    "spikingjelly LIFNode, soft reset": ("soft", False),
+    "spikingjelly LIFNode, soft reset, detach_reset": ("soft", True),
+}
+#: The node the paper's "58.65x less memory than the current SNN node" is set against.
+REFERENCE_NODE = "spikingjelly LIFNode, hard reset to 0 (default)"
+
+
+def _spikingjelly_rows(time_steps, neurons_per_step, torch_python):
+    """SpikingJelly's rows, here if torch imports, else in ``torch_python`` (a subprocess)."""
+    try:
+        import spikingjelly.activation_based.neuron  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        if not torch_python:
+            return None, ("torch / SpikingJelly are not importable here and no --torch-python "
+                          "was given: SpikingJelly's rows are skipped")
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+            path = fh.name
+        cmd = [torch_python, os.path.abspath(__file__), "--spikingjelly-only", "--json", path,
+               "--node-time-steps", ",".join(map(str, time_steps)),
+               "--node-neurons", str(neurons_per_step)]
+        proc = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT,
+                              capture_output=True, text=True)
+        if proc.returncode:
+            return None, f"the SpikingJelly subprocess failed: {proc.stderr[-1500:]}"
+        with open(path) as fh:
+            rows = json.load(fh)
+        os.unlink(path)
+        return rows, None
     rows = []
     for t in time_steps:
-        x = jax.ShapeDtypeStruct((t, *shape), jnp.float32)
-        out_bytes = _nbytes(x)
-        for name, fn in NODES.items():
-            _, vjp = jax.eval_shape(lambda x, fn=fn: jax.vjp(fn, x), x)
-            leaves = [leaf for leaf in jax.tree.leaves(vjp) if leaf.shape]
-            total = sum(_nbytes(leaf) for leaf in leaves)
-            # "beyond the output": drop one output-shaped float array if the node keeps it
-            keeps_output = any(leaf.shape == x.shape and leaf.dtype == x.dtype
-                               for leaf in leaves) and name.startswith("revnode (rev")
-            internal = total - (out_bytes if keeps_output else 0)
+        for name, (reset, detach) in SJ_NODES.items():
+            rows.append({"time_steps": t, "node": name, "library": "spikingjelly",
+                         "neurons_per_step": neurons_per_step,
+                         **spikingjelly_saved_bytes(t, neurons_per_step, reset, detach)})
+    return rows, None
 
-            def grad_fn(x, ct, fn=fn):
-                return jax.grad(lambda x: jnp.sum(fn(x) * ct))(x)
 
-            plan = compiled_memory(grad_fn, x, x)
-            rows.append({"time_steps": t, "node": name, "residual_bytes": total,
-                         "internal_bytes": internal, "compiled_temp_bytes": plan.temp_bytes,
-                         "residual_arrays": [[list(leaf.shape), str(leaf.dtype)]
-                                             for leaf in leaves]})
+def node_claim(time_steps, neurons_per_step=32 * 32 * 64, torch_python=None):
+    """Bytes each node keeps for its backward per neuron and time step (module docstring)."""
+    rows = []
     for t in time_steps:
-        by = {r["node"]: r for r in rows if r["time_steps"] == t}
-        ref = by["lif (autodiff)"]
-        for r in by.values():
-            r["internal_ratio_vs_lif"] = ref["internal_bytes"] / max(r["internal_bytes"], 1)
-            r["temp_ratio_vs_lif"] = ref["compiled_temp_bytes"] / max(r["compiled_temp_bytes"], 1)
-    return rows
+        x = 1.5 * jax.random.normal(jax.random.key(0), (t, neurons_per_step), jnp.float32)
+        for name, (fn, _) in JAX_NODES.items():
+            rows.append({"time_steps": t, "node": name, "library": "revsnn_jax",
+                         "neurons_per_step": neurons_per_step, **jax_saved_bytes(fn, x)})
+    sj_rows, skipped = _spikingjelly_rows(time_steps, neurons_per_step, torch_python)
+    rows += sj_rows or []
+    for r in rows:
+        n = r["time_steps"] * r["neurons_per_step"]
+        r["bytes_per_neuron_step"] = r["bytes"] / n
+        r["beyond_output_per_neuron_step"] = (r["bytes"] - r["output_bytes"]) / n
+        r["own_per_neuron_step"] = (r["bytes"] - r["output_bytes"] - r["input_bytes"]) / n
+    for t in time_steps:
+        ref = next((r for r in rows if r["time_steps"] == t and r["node"] == REFERENCE_NODE),
+                   None)
+        for r in rows:
+            if r["time_steps"] == t and ref is not None:
+                r["less_than_reference"] = ref["bytes"] / max(r["bytes"], 1)
+                r["own_less_than_reference"] = (
+                    ref["own_per_neuron_step"] / max(r["own_per_neuron_step"], 1e-9))
+    return rows, skipped
 
 
 def _flops(fn, *args) -> float:
@@ -195,52 +318,105 @@ def step_times(width, time_steps, batch, steps):
     return rows
 
 
+PARTS = ("node", "flops", "network", "time")
+
+
+def _print_node_claim(rows, skipped):
+    print("\n1. bytes kept for the backward per neuron and time step (node alone, x [T, 65536])")
+    print("   (own: beyond the node's input and output, which its neighbours keep in a network)")
+    print(f"{'T':>3} {'node':<48} {'B/neuron-step':>13} {'less than SJ':>12} "
+          f"{'own':>7} {'less than SJ':>12}")
+    for r in rows:
+        ratio = r.get("less_than_reference")
+        ratio2 = r.get("own_less_than_reference")
+        print(f"{r['time_steps']:>3} {r['node']:<48} {r['bytes_per_neuron_step']:>13.3f} "
+              f"{'-' if ratio is None else f'{ratio:.2f}x':>12} "
+              f"{r['own_per_neuron_step']:>7.3f} "
+              f"{'-' if ratio2 is None else f'{ratio2:.2f}x':>12}")
+    if skipped:
+        print(f"  ({skipped})")
+
+
+def _print_rows(title, rows, line) -> None:
+    print(f"\n{title}")
+    for r in rows:
+        print(f"  {line(r)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller everything (smoke test)")
-    parser.add_argument("--json", default=os.path.join(HERE, "results", "revnode.json"))
+    parser.add_argument("--json", default=os.path.join(HERE, "results", "revnode.json"),
+                        help="results file; a run of some --parts updates only their keys")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated subset of {', '.join(PARTS)}")
+    parser.add_argument("--torch-python", default=os.environ.get("REVSNN_TORCH_PYTHON"),
+                        help="a Python with torch and SpikingJelly for SpikingJelly's rows when "
+                             "this one lacks them (default: $REVSNN_TORCH_PYTHON)")
+    parser.add_argument("--node-time-steps", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--node-neurons", type=int, default=32 * 32 * 64, help=argparse.SUPPRESS)
+    parser.add_argument("--spikingjelly-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     start = time.time()
     node_t = (4, 8) if args.quick else (4, 8, 16, 32)
-    result = {"device": benchmark._device_name(), "jax": jax.__version__}
+    if args.node_time_steps:
+        node_t = tuple(int(t) for t in args.node_time_steps.split(","))
+    if args.spikingjelly_only:  # the subprocess of _spikingjelly_rows
+        rows, _ = _spikingjelly_rows(node_t, args.node_neurons, None)
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh)
+        return 0
+    parts = args.parts.split(",")
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    result = {}
+    if os.path.exists(args.json) and set(parts) != set(PARTS):
+        with open(args.json) as fh:
+            result = json.load(fh)
+    result.update({"device": f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}", "jax": jax.__version__})
 
-    result["node_memory"] = node_memory(node_t)
-    print("\n1. node-internal stored bytes for one 32x32x64 image (beyond the node's output)")
-    print(f"{'T':>3} {'node':<22} {'residual KiB':>13} {'internal KiB':>13} {'ratio':>7} "
-          f"{'XLA temp KiB':>13} {'ratio':>7}")
-    for r in result["node_memory"]:
-        print(f"{r['time_steps']:>3} {r['node']:<22} {r['residual_bytes'] / 1024:>13.1f} "
-              f"{r['internal_bytes'] / 1024:>13.1f} {r['internal_ratio_vs_lif']:>7.2f} "
-              f"{r['compiled_temp_bytes'] / 1024:>13.1f} {r['temp_ratio_vs_lif']:>7.2f}")
+    if "node" in parts:
+        rows, skipped = node_claim(node_t, args.node_neurons, args.torch_python)
+        result["node_claim"] = {"rows": rows, "reference": REFERENCE_NODE,
+                                "spikingjelly_skipped": skipped}
+        result.pop("node_memory", None)  # the earlier table, superseded by node_claim
+        _print_node_claim(rows, skipped)
 
-    result["node_flops"] = node_flops()
-    nf = result["node_flops"]
-    print("\n2a. node FLOPs (XLA cost_analysis, scan bodies counted once)")
-    for k in ("forward", "streamlined", "naive", "autodiff", "lif_autodiff"):
-        print(f"  {k:<14} {nf[k]:>14,.0f}")
-    print(f"  backward FLOPs streamlined / naive: {nf['backward_ratio_streamlined_vs_naive']:.3f}")
-    result["engine_flops"] = engine_flops()
-    print("\n2b. engine FLOPs (training step of a 2-block reversible stage)")
-    for k, r in result["engine_flops"].items():
-        print(f"  {k}: plain {r['plain']:,.0f}  streamlined {r['streamlined']:,.0f} "
-              f"({r['streamlined_vs_plain']:.3f}x plain)  naive {r['naive']:,.0f}; backward "
-              f"streamlined/naive {r['backward_ratio_streamlined_vs_naive']:.3f}")
+    if "flops" in parts:
+        result["node_flops"] = node_flops()
+        nf = result["node_flops"]
+        print("\n2a. node FLOPs (XLA cost_analysis, scan bodies counted once)")
+        for k in ("forward", "streamlined", "naive", "autodiff", "lif_autodiff"):
+            print(f"  {k:<14} {nf[k]:>14,.0f}")
+        print(f"  backward FLOPs streamlined / naive: "
+              f"{nf['backward_ratio_streamlined_vs_naive']:.3f}")
+        result["engine_flops"] = engine_flops()
+        print("\n2b. engine FLOPs (training step of a 2-block reversible stage)")
+        for k, r in result["engine_flops"].items():
+            print(f"  {k}: plain {r['plain']:,.0f}  streamlined {r['streamlined']:,.0f} "
+                  f"({r['streamlined_vs_plain']:.3f}x plain)  naive {r['naive']:,.0f}; "
+                  f"backward streamlined/naive {r['backward_ratio_streamlined_vs_naive']:.3f}")
 
-    result["network_memory"] = network_memory((4,) if args.quick else (4, 16),
-                                              batch=2 if args.quick else 8)
-    print("\n3. whole-network training memory per image (revsnn memory, slope B -> 2B)")
-    for r in result["network_memory"]:
-        print(f"  T={r['time_steps']:<3} {r['model']:<14} {r['memory_mode']:<10} "
-              f"{r['bytes_per_image'] / MiB:>9.2f} MiB/image  ({r['ratio_vs_vgg11']:.2f}x less "
-              f"than vgg11)  peak {r['peak_bytes'] / MiB:.1f} MiB at B={r['batch']}")
-
-    result["step_time"] = step_times(width=8 if args.quick else 16, time_steps=4,
-                                     batch=4 if args.quick else 16, steps=3 if args.quick else 7)
-    print("\n4. step time (reduced width, shared 2-core CPU: indicative)")
-    for r in result["step_time"]:
-        print(f"  {r['model']:<14} {r['memory_mode']:<10} width {r['width']}: "
-              f"{r['step_seconds'] * 1e3:8.1f} ms/step ({r['time_ratio_vs_vgg11']:.2f}x vgg11), "
-              f"compile {r['compile_seconds']:.1f} s")
+    tables = (  # part, result key, rows, title, one line per row
+        ("network", "network_memory", lambda: network_memory(
+            (4,) if args.quick else (4, 16), batch=2 if args.quick else 8),
+         "3. whole-network training memory per image (revsnn memory, slope B -> 2B)",
+         lambda r: (f"T={r['time_steps']:<3} {r['model']:<14} {r['memory_mode']:<10} "
+                    f"{r['bytes_per_image'] / MiB:>9.2f} MiB/image  ({r['ratio_vs_vgg11']:.3f}x"
+                    f" less than vgg11)  peak {r['peak_bytes'] / MiB:.1f} MiB at B={r['batch']}")),
+        ("time", "step_time", lambda: step_times(
+            width=8 if args.quick else 16, time_steps=4, batch=4 if args.quick else 16,
+            steps=3 if args.quick else 7),
+         "4. step time (reduced width, shared 2-core CPU: indicative)",
+         lambda r: (f"{r['model']:<14} {r['memory_mode']:<10} width {r['width']}: "
+                    f"{r['step_seconds'] * 1e3:8.1f} ms/step ({r['time_ratio_vs_vgg11']:.2f}x "
+                    f"vgg11), compile {r['compile_seconds']:.1f} s")),
+    )
+    for part, key, rows, title, line in tables:
+        if part in parts:
+            result[key] = rows()
+            _print_rows(title, result[key], line)
     result["wall_seconds"] = time.time() - start
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as fh:

@@ -122,11 +122,12 @@ def _headline(res: dict[str, Any]) -> str | None:
                          f"{PUBLISHED['trevsnn'][0]:.1f}x (other baseline)", "`trevsnn.json`"))
     if res["revnode"]:
         net = res["revnode"]["network_memory"]
-        plain = _row(net, "vgg11", "none", time_steps=4)["bytes_per_image"]
-        rev = _row(net, "vgg11_revnode", "reversible", time_steps=4)["bytes_per_image"]
-        rows.append(("VGG-11, reversible node vs LIF node, T=4 (whole network)", _mib(rev),
-                     _mib(plain), f"**{_ratio(plain, rev)}**",
-                     f"{PUBLISHED['revnode'][0]:.2f}x (node only)", "`revnode.json`"))
+        for t in sorted({r["time_steps"] for r in net}):
+            plain = _row(net, "vgg11", "none", time_steps=t)["bytes_per_image"]
+            rev = _row(net, "vgg11_revnode", "reversible", time_steps=t)["bytes_per_image"]
+            rows.append((f"VGG-11, reversible node vs LIF node, T={t} (whole network)",
+                         _mib(rev), _mib(plain), f"**{_ratio(plain, rev)}**",
+                         f"{PUBLISHED['revnode'][0]:.2f}x (node only)", "`revnode.json`"))
     if not rows:
         return None
     return ("### Measured memory ratios against the published ones\n\n"
@@ -223,15 +224,17 @@ def _trevsnn(rows: list | None) -> str | None:
 def _revnode(revnode: dict | None) -> str | None:
     if not revnode:
         return None
-    node = [(r["time_steps"], r["node"], f"{r['internal_bytes'] / 1024:.0f}",
-             f"{r['internal_ratio_vs_lif']:.2f}x", f"{r['compiled_temp_bytes'] / 1024:.0f}")
-            for r in revnode["node_memory"]]
+    node = [(r["time_steps"], r["node"], f"{r['bytes_per_neuron_step']:.3f}",
+             f"{r['own_per_neuron_step']:.3f}", f"{r.get('own_less_than_reference', 0):.1f}x")
+            for r in revnode["node_claim"]["rows"]]
     net = [(r["time_steps"], _name(r["model"]), r["memory_mode"], _mib(r["bytes_per_image"]),
             f"{r['ratio_vs_vgg11']:.3f}x") for r in revnode["network_memory"]]
-    return ("### Reversible node (`revnode.json`)\n\nNode-internal stored memory for one "
-            "32x32x64 image (beyond its output), and whole-network memory per image:\n\n"
-            + _table(("T", "node", "internal KiB", "less than LIF", "XLA temp KiB"), node,
-                     "rlrrr")
+    return ("### Reversible node (`revnode.json`)\n\nBytes a node keeps for its backward per "
+            "neuron and time step (all of it, and its own: beyond its input and output), "
+            f"against {revnode['node_claim']['reference']}; and whole-network memory per "
+            "image:\n\n"
+            + _table(("T", "node", "bytes / neuron-step", "own", "own, less than SpikingJelly"),
+                     node, "rlrrr")
             + "\n\n"
             + _table(("T", "model", "mode", "MiB / image", "less than VGG-11 (LIF)"), net,
                      "rllrr"))

@@ -323,11 +323,37 @@ def _reference_step(cfg: RevNodeConfig, v1, v2, x1, x2):
     return v1, v2, y1, x2 + cfg.coupling * s2
 
 
-@functools.cache
-def _make_node(cfg: RevNodeConfig, backward: str):
+def _backward_step(cfg: RevNodeConfig, backward: str, dtype, channels: int, carry, b1, b2,
+                   in1, in2, gy1, gy2, inputs_given: bool = False):
+    """One reverse step of the node's backward: ``(carry, gX1, gX2)``, carry
+    ``(V1[t], V2[t], gV1[t], gV2[t])`` -> ``(V1[t-1], V2[t-1], gV1[t-1], gV2[t-1])`` (potentials
+    in fixed point). ``in1, in2`` are the step's outputs ``Y1, Y2`` (floats on the grid), or with
+    ``inputs_given`` its inputs ``X1, X2`` in integer units; ``b1, b2`` its bit planes."""
     _, d = cfg.leak
     q = float(2 ** cfg.frac_bits)
+    m1n, m2n, gv1, gv2 = carry
+    s1, r1 = _unpack(b1, channels, d)
+    s2, r2 = _unpack(b2, channels, d)
+    if inputs_given:
+        a = int(cfg.coupling * 2 ** cfg.frac_bits)
+        my1, my2 = in1 + a * s1, in2 + a * s2
+    else:
+        my1, my2 = _to_int(in1, q), _to_int(in2, q)
+    m1, m2, mx1, mx2, mh1, mh2 = _int_inverse_step(cfg, m1n, m2n, my1, my2, s1, s2, r1, r2)
+    if backward == "streamlined":
+        h1, h2 = mh1.astype(dtype) / q, mh2.astype(dtype) / q
+        gx1, gx2, gv1, gv2 = _local_grads(cfg, dtype, h1, h2, gy1, gy2, gv1, gv2)
+    else:
+        v1, v2, x1, x2 = jax.lax.optimization_barrier(
+            (m1.astype(dtype) / q, m2.astype(dtype) / q, mx1.astype(dtype) / q,
+             mx2.astype(dtype) / q))
+        _, pullback = jax.vjp(functools.partial(_reference_step, cfg), v1, v2, x1, x2)
+        gv1, gv2, gx1, gx2 = pullback((gv1, gv2, gy1, gy2))
+    return (m1, m2, gv1, gv2), gx1, gx2
 
+
+@functools.cache
+def _make_node(cfg: RevNodeConfig, backward: str):
     @jax.custom_vjp
     def node(x):
         y, _, rate = _forward(cfg, x)
@@ -346,24 +372,12 @@ def _make_node(cfg: RevNodeConfig, backward: str):
         channels = y.shape[-1] // 2
 
         def body(carry, step):
-            m1n, m2n, gv1, gv2 = carry
             yt, b1, b2, gyt = step
             yt1, yt2 = _split(yt)  # split per step: no [T, ...] half copies
             gyt1, gyt2 = _split(gyt)
-            s1, r1 = _unpack(b1, channels, d)
-            s2, r2 = _unpack(b2, channels, d)
-            m1, m2, mx1, mx2, mh1, mh2 = _int_inverse_step(
-                cfg, m1n, m2n, _to_int(yt1, q), _to_int(yt2, q), s1, s2, r1, r2)
-            if backward == "streamlined":
-                h1, h2 = mh1.astype(dtype) / q, mh2.astype(dtype) / q
-                gx1, gx2, gv1, gv2 = _local_grads(cfg, dtype, h1, h2, gyt1, gyt2, gv1, gv2)
-            else:
-                v1, v2, x1, x2 = jax.lax.optimization_barrier(
-                    (m1.astype(dtype) / q, m2.astype(dtype) / q, mx1.astype(dtype) / q,
-                     mx2.astype(dtype) / q))
-                _, pullback = jax.vjp(functools.partial(_reference_step, cfg), v1, v2, x1, x2)
-                gv1, gv2, gx1, gx2 = pullback((gv1, gv2, gyt1, gyt2))
-            return (m1, m2, gv1, gv2), jnp.concatenate([gx1, gx2], -1)
+            carry, gx1, gx2 = _backward_step(cfg, backward, dtype, channels, carry, b1, b2,
+                                             yt1, yt2, gyt1, gyt2)
+            return carry, jnp.concatenate([gx1, gx2], -1)
 
         zeros = jnp.zeros(m1.shape, dtype)
         _, gx = jax.lax.scan(body, (m1, m2, zeros, zeros), (y, bits1, bits2, gy),

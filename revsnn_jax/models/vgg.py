@@ -41,6 +41,7 @@ from revsnn_jax.modes import PLAIN_MEMORY_MODES
 from revsnn_jax.neuron_modules import from_config
 from revsnn_jax.neurons import NeuronConfig
 from revsnn_jax.reversible_node import ReversibleNode, RevNodeConfig
+from revsnn_jax.revnode_block import node_link
 
 __all__ = ["LIF_NODE", "NODES", "REV_NODE", "SpikingVGG11", "make_node"]
 
@@ -133,11 +134,30 @@ class SpikingVGG11(nnx.Module):
         self.fc = Linear(c, num_classes, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: Array) -> Array:
+        if (self.node_kind, self.memory_mode) == ("reversible", "reversible") and (
+                not self.stem.bn.use_running_average):
+            return self.fc(global_avg_pool(self._linked(x))).mean(axis=0)
         x = self.stem_node(self.stem(x))
         units = iter(self.units)
         for item in self.plan:
             x = avg_pool(x, 2, 2, 0) if item == "M" else _run(next(units), x, self.memory_mode)
         return self.fc(global_avg_pool(x)).mean(axis=0)
+
+    def _linked(self, x: Array) -> Array:
+        """The reversible path in training: every ``BN -> node -> pools -> next conv`` is one
+        :func:`revsnn_jax.revnode_block.node_link`, which keeps the BN's input and the node's
+        bits but neither the node's input nor its output."""
+        z = self.stem.bn(self.stem.conv(x))  # static: the node repeats it over T
+        link = dict(node=self.stem_node, bn=None, pools=0, time_steps=self.stem.time_steps)
+        units = iter(self.units)
+        for item in self.plan:
+            if item == "M":
+                link["pools"] += 1
+                continue
+            unit = next(units)
+            z = node_link(z, conv=unit.conv, **link)
+            link = dict(node=unit.node, bn=unit.bn, pools=0)
+        return node_link(z, **link)
 
 
 # --------------------------------------------------------------------------- registry
