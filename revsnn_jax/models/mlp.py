@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from revsnn_jax.layers import run_blocks
 from revsnn_jax.models.registry import register
 from revsnn_jax.modes import PLAIN_MEMORY_MODES
 from revsnn_jax.neuron_modules import LIF
@@ -91,11 +92,7 @@ class SpikingMLP(nnx.Module):
         else:
             raise ValueError(f"spiking_mlp expects [B, *{self.input_shape}] images or "
                              f"[T, B, *{self.input_shape}] frames, got shape {x.shape}")
-        for layer in self.layers:
-            if self.memory_mode == "checkpoint":
-                h = nnx.remat(lambda mod, v: mod(v))(layer, h)
-            else:
-                h = layer(h)
+        h = run_blocks(self.layers, h, self.memory_mode)
         t, b = h.shape[:2]
         logits = self.head(h.reshape(t * b, -1)).reshape(t, b, -1)
         return logits.mean(0)

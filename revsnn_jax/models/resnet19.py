@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from revsnn_jax.layers import BatchNorm, Conv2d, Linear, global_avg_pool
+from revsnn_jax.layers import BatchNorm, Conv2d, Linear, global_avg_pool, run_blocks
 from revsnn_jax.models.resnet import StaticStem
-from revsnn_jax.models.vgg import _check_node, _run, make_node, register_nodes
+from revsnn_jax.models.vgg import _check_node, make_node, register_nodes
 
 __all__ = ["RESNET19_BLOCKS", "RESNET19_WIDTHS", "BasicBlock", "SpikingResNet19"]
 
@@ -88,8 +88,7 @@ class SpikingResNet19(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         x = self.stem_node(self.stem(x))
-        for block in self.layers:
-            x = _run(block, x, self.memory_mode)
+        x = run_blocks(self.layers, x, self.memory_mode)
         return self.fc(global_avg_pool(x)).mean(axis=0)
 
 

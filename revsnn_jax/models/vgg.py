@@ -10,7 +10,7 @@ time step with logits averaged over ``T``.
 
 * ``"lif"``: SpikingJelly-style multi-step LIF, ``tau = 2``, soft reset, Sigmoid(4) surrogate,
   binary spikes out; ``memory_mode`` ``"none"`` (plain autodiff) or ``"checkpoint"``
-  (:func:`flax.nnx.remat` per unit);
+  (:func:`revsnn_jax.layers.run_blocks`: tied remat per unit);
 * ``"reversible"``: :class:`revsnn_jax.reversible_node.ReversibleNode` with the same neuron
   constants, real-valued ``[Y1, Y2]`` out; ``memory_mode`` ``"reversible"`` (reconstruct) or
   ``"none"`` (plain autodiff of the same equations).
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from revsnn_jax import surrogate
-from revsnn_jax.layers import BatchNorm, Conv2d, Linear, avg_pool, global_avg_pool
+from revsnn_jax.layers import BatchNorm, Conv2d, Linear, avg_pool, global_avg_pool, run_blocks
 from revsnn_jax.models.registry import register
 from revsnn_jax.models.resnet import StaticStem
 from revsnn_jax.modes import PLAIN_MEMORY_MODES
@@ -90,14 +90,6 @@ class ConvUnit(nnx.Module):
         return self.node(self.bn(self.conv(x)))
 
 
-def _call(module: nnx.Module, x: Array) -> Array:
-    return module(x)
-
-
-def _run(module: nnx.Module, x: Array, memory_mode: str) -> Array:
-    if memory_mode == "checkpoint":
-        return nnx.remat(_call)(module, x)
-    return module(x)
 
 
 class SpikingVGG11(nnx.Module):
@@ -140,7 +132,7 @@ class SpikingVGG11(nnx.Module):
         x = self.stem_node(self.stem(x))
         units = iter(self.units)
         for item in self.plan:
-            x = avg_pool(x, 2, 2, 0) if item == "M" else _run(next(units), x, self.memory_mode)
+            x = avg_pool(x, 2, 2, 0) if item == "M" else run_blocks([next(units)], x, self.memory_mode)
         return self.fc(global_avg_pool(x)).mean(axis=0)
 
     def _linked(self, x: Array) -> Array:
