@@ -19,8 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from revsnn_jax.layers import BatchNorm, Conv2d, Linear, global_avg_pool, run_blocks
-from revsnn_jax.models.resnet import StaticStem
-from revsnn_jax.models.vgg import _check_node, make_node, register_nodes
+from revsnn_jax.models.vgg import _check_node, init_stem, make_node, register_nodes
 
 __all__ = ["RESNET19_BLOCKS", "RESNET19_WIDTHS", "BasicBlock", "SpikingResNet19"]
 
@@ -69,12 +68,7 @@ class SpikingResNet19(nnx.Module):
         if len(widths) != len(blocks) or any(w % 2 for w in widths) or min(blocks) < 1:
             raise ValueError(f"need one even width per stage and >= 1 block each, got widths "
                              f"{widths}, blocks {blocks}")
-        self.node_kind = node
-        self.memory_mode = memory_mode
-        self.event_input = False
-        self.stem = StaticStem(in_channels, widths[0], time_steps, param_dtype=param_dtype,
-                               rngs=rngs)
-        self.stem_node = make_node(node, memory_mode)
+        init_stem(self, node, memory_mode, in_channels, widths[0], time_steps, param_dtype, rngs)
         layers = []
         c = widths[0]
         for i, (w, n) in enumerate(zip(widths, blocks, strict=True)):

@@ -92,6 +92,17 @@ class ConvUnit(nnx.Module):
 
 
 
+def init_stem(module: nnx.Module, node: str, memory_mode: str, in_channels: int, width: int,
+              time_steps: int, param_dtype: Dtype, rngs: nnx.Rngs) -> None:
+    """The static stem (conv, BN, repeated ``time_steps`` times) and its spiking node, shared by
+    VGG-11 and ResNet-19, with the attributes the training loop reads."""
+    module.node_kind = node
+    module.memory_mode = memory_mode
+    module.event_input = False
+    module.stem = StaticStem(in_channels, width, time_steps, param_dtype=param_dtype, rngs=rngs)
+    module.stem_node = make_node(node, memory_mode)
+
+
 class SpikingVGG11(nnx.Module):
     """Spiking VGG-11 for static images ``[B, 32, 32, C]`` (module docstring)."""
 
@@ -103,12 +114,7 @@ class SpikingVGG11(nnx.Module):
         widths = tuple(int(w) for w in widths)
         if len(widths) != 5 or min(widths) < 2 or any(w % 2 for w in widths):
             raise ValueError(f"VGG-11 needs 5 even stage widths, got {widths}")
-        self.node_kind = node
-        self.memory_mode = memory_mode
-        self.event_input = False
-        self.stem = StaticStem(in_channels, widths[0], time_steps, param_dtype=param_dtype,
-                               rngs=rngs)
-        self.stem_node = make_node(node, memory_mode)
+        init_stem(self, node, memory_mode, in_channels, widths[0], time_steps, param_dtype, rngs)
         plan = [widths[0], "M", widths[1], "M", widths[2], widths[2], "M", widths[3],
                 widths[3], "M", widths[4], widths[4], "M"]
         layers: list[Any] = []
