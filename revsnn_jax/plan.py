@@ -7,15 +7,16 @@ slope is the memory one more unit costs, the intercept the static memory), compi
 line's answer and one more, and repeats inside the bracket (interpolating, then bisecting) until
 it holds a value that fits and its successor that does not. Padding (a TPU tiles the batch into
 blocks of 8 or 128) makes the peak a staircase, not a line, so the answer is always a compiled
-one, never an extrapolation. The TPU's peak is not even monotone in the batch (RevSResNet37 on
-v5e: 10.16 GiB at 591, 9.72 GiB at 592), so the answer is a value that fits with its successor
+one, never an extrapolation. The TPU's peak is not even monotone in the batch (a larger batch
+can plan a smaller peak; docs/tpu.md), so the answer is a value that fits with its successor
 over the budget, found from the first bracket; a larger value past a dip may fit too.
 
 "Fits" means the compiled plan's peak (temporaries + arguments + outputs - aliased outputs) is
 at most the budget. A value the compiler refuses outright because the program does not fit the
 device's memory (the TPU compiler's ``RESOURCE_EXHAUSTED``, :func:`revsnn_jax.memory.is_refusal`)
-does not fit: its peak is recorded as ``None`` and the search goes on below it. A real run needs a little more: the runtime and its allocator's
-fragmentation take some of the HBM, so leave a margin (``revsnn plan --hbm-gib``).
+does not fit: its peak is recorded as ``None`` and the search goes on below it. A real run
+needs a little more: the runtime and its allocator's fragmentation take some of the HBM, so
+leave a margin (``revsnn plan --hbm-gib``).
 
 :func:`plan_batch` and :func:`plan_sweep` apply it to a registered model's training step;
 ``revsnn plan`` (:mod:`revsnn_jax.commands.plan`) is the command line.
