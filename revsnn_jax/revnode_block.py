@@ -64,9 +64,9 @@ def _grid(x: Array, q: float) -> Array:
     return _to_int(_round_ste(x, q), q)
 
 
-def _spikes(bits: Array, channels: int) -> Array:
-    """The spike plane of stacked bit planes ``[T, 1 + d, ..., bytes]`` as int32 ``[T, ..., C]``."""
-    return jnp.unpackbits(bits[:, 0], axis=-1, count=channels).astype(jnp.int32)
+def _spikes(plane: Array, channels: int) -> Array:
+    """A packed spike plane ``[..., bytes]`` as int32 ``[..., C]``."""
+    return jnp.unpackbits(plane, axis=-1, count=channels).astype(jnp.int32)
 
 
 def _tie_all(tree: PyTree, g: PyTree) -> PyTree:
@@ -148,10 +148,11 @@ def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
         # Y's size for its fused pooling / convolution and keep it from the program's start
         inv_q = tie(jnp.asarray(1 / q, dtype), g_out)
 
+        def node_output(grid1, grid2, s1, s2):  # Y = X + a S, from the integer grid
+            return jnp.concatenate([grid1 + a * s1, grid2 + a * s2], -1).astype(dtype) * inv_q
+
         def y_step(b1, b2, mxt1, mxt2):  # Y[t] from X[t] and the spike planes of step t
-            s1 = jnp.unpackbits(b1[0], axis=-1, count=channels).astype(jnp.int32)
-            s2 = jnp.unpackbits(b2[0], axis=-1, count=channels).astype(jnp.int32)
-            return jnp.concatenate([mxt1 + a * s1, mxt2 + a * s2], -1).astype(dtype) * inv_q
+            return node_output(mxt1, mxt2, _spikes(b1[0], channels), _spikes(b2[0], channels))
 
         per_step = (None, None) if static else (mx1, mx2)
 
@@ -167,8 +168,8 @@ def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
                                    unroll=unroll)
 
         if local_fn is None:
-            s1, s2 = _spikes(bits1, channels), _spikes(bits2, channels)
-            local_y = jnp.concatenate([mx1 + a * s1, mx2 + a * s2], -1).astype(dtype) * inv_q
+            local_y = node_output(mx1, mx2, _spikes(bits1[:, 0], channels),
+                                  _spikes(bits2[:, 0], channels))
         else:  # local(Y[t]) step by step: Y is never held for all T
             def local_body(_, step):
                 b1, b2, mxt1, mxt2 = step
