@@ -269,7 +269,10 @@ def _reference(x: Array, cfg: RevNodeConfig):
 
 
 # --------------------------------------------------------------------------- custom VJP
-def _forward(cfg: RevNodeConfig, x: Array):
+def _forward(cfg: RevNodeConfig, x: Array, local_fn=None):
+    """The node's integer forward over ``x [T, ...]``; ``local_fn`` (a per-step map without
+    parameters, e.g. pooling) is applied to each step's output inside the scan, so that no
+    ``[T, ...]`` array of the unmapped output's size exists."""
     _, d = cfg.leak
     q = float(2 ** cfg.frac_bits)
     channels = x.shape[-1] // 2
@@ -279,6 +282,8 @@ def _forward(cfg: RevNodeConfig, x: Array):
         mx1, mx2 = _split(_to_int(xt, q))  # split per step: no [T, ...] half copies
         m1, m2, my1, my2, (_, _, s1, s2, r1, r2) = _int_step(cfg, m1, m2, mx1, mx2)
         y = jnp.concatenate([my1, my2], -1).astype(x.dtype) / q
+        if local_fn is not None:
+            y = local_fn(y)
         rate = (s1.mean(dtype=x.dtype) + s2.mean(dtype=x.dtype)) / 2  # a scalar per step
         return (m1, m2), (y, _pack(s1, r1, d), _pack(s2, r2, d), rate)
 

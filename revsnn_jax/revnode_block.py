@@ -51,7 +51,7 @@ from revsnn_jax.reversible_node import (
     _split,
     _to_int,
 )
-from revsnn_jax.ties import tie
+from revsnn_jax.ties import anchor, tie
 
 __all__ = ["avg_pool2", "node_link", "revnode_block", "revnode_block_reference"]
 
@@ -70,7 +70,7 @@ def _spikes(plane: Array, channels: int) -> Array:
 
 
 def _tie_all(tree: PyTree, g: PyTree) -> PyTree:
-    """:func:`revsnn_jax.ties.tie` for integer leaves too: each gets ``+ int(0 * g[0])``, so
+    """:func:`revsnn_jax.ties.tie` for integer leaves too: each gets ``+ int(0 * (g_0 + g_1))``, so
     nothing computed from them (the last step's inverse) can run before ``g`` exists."""
     zero = tie(jnp.zeros((), jnp.float32), g)
     return jax.tree.map(lambda a: a + zero.astype(a.dtype), tree)
@@ -115,9 +115,7 @@ def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
         x = node_input(p, z)
         if time_steps is not None:
             x = jnp.broadcast_to(x[None], (time_steps, *x.shape))
-        y, (m1, m2, bits1, bits2, _), rate = _forward(cfg, _round_ste(x, q))
-        if local_fn is not None:
-            y = local_fn(y)
+        y, (m1, m2, bits1, bits2, _), rate = _forward(cfg, _round_ste(x, q), local_fn)
         return post_fn(w, y), jax.lax.stop_gradient(rate), (m1, m2, bits1, bits2)
 
     @jax.custom_vjp
@@ -135,8 +133,9 @@ def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
     def block_bwd(residuals, cotangents):
         p, z, w, bits1, bits2 = residuals
         g_out, _ = cotangents
-        p, z = tie((p, z), g_out)
-        bits1, bits2 = _tie_all((bits1, bits2), g_out)
+        after = anchor(g_out)  # one scalar for every tie to g_out (ties module docstring)
+        p, z = tie((p, z), after)
+        bits1, bits2 = _tie_all((bits1, bits2), after)
         x, pre_vjp = jax.vjp(node_input, p, z)
         dtype = x.dtype
         channels = x.shape[-1] // 2
@@ -146,7 +145,7 @@ def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
         unroll = scan_unroll(steps, cfg.unroll)
         # ``* (1 / q)`` by a tied scalar: XLA:CPU would otherwise materialise a constant of
         # Y's size for its fused pooling / convolution and keep it from the program's start
-        inv_q = tie(jnp.asarray(1 / q, dtype), g_out)
+        inv_q = tie(jnp.asarray(1 / q, dtype), after)
 
         def node_output(grid1, grid2, s1, s2):  # Y = X + a S, from the integer grid
             return jnp.concatenate([grid1 + a * s1, grid2 + a * s2], -1).astype(dtype) * inv_q
@@ -184,8 +183,9 @@ def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
             b1, b2, g_lt, mxt1, mxt2 = step
             # unpack step t's bits only once step t + 1 is done: all at once, XLA would hold
             # every step's unpacked planes
-            b1, b2 = _tie_all((b1, b2), (gv1, gv2))
-            g_lt = tie(g_lt, (gv1, gv2))  # and its cotangent's pullback through local_fn
+            after_step = anchor((gv1, gv2))
+            b1, b2 = _tie_all((b1, b2), after_step)
+            g_lt = tie(g_lt, after_step)  # and its cotangent's pullback through local_fn
             mxt1, mxt2 = inputs_at(mxt1, mxt2)
             if local_fn is None:
                 gyt = g_lt

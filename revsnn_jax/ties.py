@@ -18,6 +18,15 @@ A data dependence survives every pass::
 exists, and it no longer equals the forward's ``x``. The value is unchanged (``x + (+-0) == x``;
 a NaN or Inf in ``g`` propagates, but the gradient is then non-finite anyway), and the cost is
 one multiply of one element and an add fused into the consumer: nothing on any backend.
+
+**Many ties to one cotangent.** XLA fuses the slice ``g[0, ..., 0]`` of an elementwise result
+into each consumer, where that element is recomputed from ``g``'s own operands: tying many
+values to a ``g`` computed elementwise from large arrays (a BatchNorm's backward from its input
+and cotangent) keeps those arrays alive until the last tied consumer, and ties that chain layer
+after layer keep every layer's arrays alive to the end of the backward. :func:`anchor` computes
+one scalar from ``g`` as a reduction (of two elements; one would be simplified away), which XLA
+never fuses into a consumer: it is computed once, as soon as ``g`` exists, into its own buffer,
+and values tied to it depend on ``g`` without keeping anything else alive.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["tie"]
+__all__ = ["anchor", "tie"]
 
 
 def _first_float_element(tree: Any) -> jax.Array | None:
@@ -58,3 +67,15 @@ def tie(x: Any, g: Any) -> Any:
         return leaf + (element * 0).astype(leaf.dtype)
 
     return jax.tree.map(tie_leaf, x)
+
+
+def anchor(g: Any) -> jax.Array | None:
+    """A scalar that depends on ``g``, computed once into its own buffer: the sum of the first
+    two elements of ``g``'s first non-empty floating leaf (``None`` if there is
+    none). ``tie(x, anchor(g))`` orders ``x`` after ``g`` like ``tie(x, g)`` but keeps none of
+    ``g``'s operands alive (module docstring)."""
+    for leaf in jax.tree.leaves(g):
+        leaf = jnp.asarray(leaf)
+        if jnp.issubdtype(leaf.dtype, jnp.inexact) and leaf.size:
+            return jnp.sum(jax.lax.slice(leaf.reshape(-1), (0,), (min(2, leaf.size),)))
+    return None

@@ -10,7 +10,7 @@ from flax import nnx
 
 from revsnn_jax import bitpack, layers, memory, neurons, remat
 from revsnn_jax.reversible import reversible_stage, reversible_stage_inverse
-from revsnn_jax.ties import tie
+from revsnn_jax.ties import anchor, tie
 
 CONV_DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -37,6 +37,22 @@ def test_tie_keeps_values_and_adds_a_dependence():
     assert "mul" in jaxpr and "add" in jaxpr
     # nothing floating to tie to: unchanged
     assert tie(x, jnp.arange(3))["a"] is x["a"]
+
+
+def test_anchor_is_a_scalar_reduction_of_g():
+    """``anchor(g)``: a scalar that depends on ``g`` through a reduction (which XLA computes once
+    and never fuses into a consumer), zero gradient, ``None`` without a floating leaf."""
+    g = {"n": jnp.arange(3), "f": jnp.arange(1.0, 7.0).reshape(2, 3)}
+    a = anchor(g)
+    assert a.shape == () and float(a) == 3.0  # the first two elements of the float leaf
+    assert float(anchor(jnp.asarray([5.0]))) == 5.0
+    assert anchor(jnp.arange(3)) is None and anchor(()) is None
+    jaxpr = str(jax.make_jaxpr(anchor)(g))
+    assert "reduce_sum" in jaxpr
+    x = jnp.arange(4.0)
+    dg = jax.grad(lambda f: tie(x, anchor(f)).sum())(g["f"])
+    np.testing.assert_array_equal(dg, jnp.zeros_like(g["f"]))
+    np.testing.assert_array_equal(tie(x, anchor(g)), x)
 
 
 # --------------------------------------------------------------------------- bit packing
