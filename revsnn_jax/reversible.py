@@ -38,12 +38,16 @@ directly: their membrane potentials start from their initial value and are recom
 reconstructed input (RevSNN's "reversible along the temporal dimension").
 
 **Ties.** The backward's recomputes are tied to the cotangents they serve
-(:mod:`revsnn_jax.ties`): ``y1`` to the stage's incoming cotangent before the first ``G``
-recompute, and ``F``'s input ``x2`` to ``dx1`` (G's pullback) before ``F`` is recomputed. A
-tie is ``x + 0 * g[0, ..., 0]``, a real data dependence that costs one multiply: without it
-XLA may merge a recompute with the forward (a one-block stage has no loop left to prevent it)
-or schedule it early, keeping a function's intermediates alive from the forward to the
-backward; ``jax.lax.optimization_barrier`` does not prevent that on XLA:CPU.
+(:mod:`revsnn_jax.ties`): each block's ``G`` parameters to the stage's incoming cotangent before
+its ``G`` recompute, and ``F``'s input ``x2`` to ``dx1`` (G's pullback) before ``F`` is
+recomputed. A tie is ``x + 0 * g[0, ..., 0]``, a real data dependence that costs one multiply:
+without it XLA may merge a recompute with the forward (a one-block stage has no loop left to
+prevent it) or schedule it early, keeping a function's intermediates alive from the forward to
+the backward; ``jax.lax.optimization_barrier`` does not prevent that on XLA:CPU. The first tie
+is on ``G``'s parameters rather than on the residual ``y1`` (tied only when ``G`` has no
+floating parameters): ``tie(y1, .)`` is a new elementwise consumer of ``y1``, into which XLA
+fuses a copy of ``y1``'s own producer (``x1 + F(x2)`` of the forward), so that the forward's
+operands of that sum stay alive into the backward instead of ``y1`` (``docs/memory.md``).
 
 **Halves.** ``x`` may be given as its two channel halves ``(x1, x2)``; ``y`` then comes back as
 halves. Models that chain stages (RevSResNet) pass halves between them, so no concatenated copy
@@ -251,6 +255,10 @@ def _undo_coupling(fn: BlockFn, params, state, key, z, y, dy, naive: bool):
     return x, d_params, d_z
 
 
+def _has_float_leaves(tree) -> bool:
+    return any(jnp.issubdtype(jnp.result_type(p), jnp.inexact) for p in jax.tree.leaves(tree))
+
+
 def _make_reversible(f: BlockFn, g: BlockFn, backward: str = "streamlined"):
     """The stage as one custom-VJP function of ``(params, state, x1, x2, key)``."""
 
@@ -272,12 +280,19 @@ def _make_reversible(f: BlockFn, g: BlockFn, backward: str = "streamlined"):
         naive = backward == "naive"
         # Ties (revsnn_jax.ties): the first recompute waits for the stage's cotangent, and
         # every F recompute for G's pullback, so XLA can neither merge a recompute with the
-        # forward (a one-block stage has no loop left to stop it) nor run it early.
-        y1 = tie(y1, dy2)
+        # forward (a one-block stage has no loop left to stop it) nor run it early. G's
+        # parameters are tied, not y1 (module docstring), unless G has none: each block's
+        # inside the loop, so that no tied copy of every block's parameters exists at once.
+        tie_params = _has_float_leaves(pg)
+        stage_dy2 = dy2
+        if not tie_params:
+            y1 = tie(y1, dy2)
 
         def body(carry, block):
             y1, y2, dy1, dy2 = carry
             pf_i, pg_i, sf_i, sg_i, kf_i, kg_i = block
+            if tie_params:
+                pg_i = tie(pg_i, stage_dy2)
             # y2 = x2 + G(y1): rebuild x2, pull dy2 back through G.
             x2, dpg, dy1_from_g = _undo_coupling(g, pg_i, sg_i, kg_i, y1, y2, dy2, naive)
             dx1 = dy1 + dy1_from_g
