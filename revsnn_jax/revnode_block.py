@@ -21,7 +21,10 @@ array of ``X``'s or ``Y``'s size. Per step, in the node's fixed point (units of
                      potentials, closed-form local derivatives; reversible_node docstring)
                g_p, g_z = pullback of pre at (p, z), applied to g_X
 
-The rebuild is tied to ``g_out`` (:mod:`revsnn_jax.ties`) so that XLA runs it in the backward.
+The rebuild is tied to ``g_out`` (:mod:`revsnn_jax.ties`) so that XLA runs it in the backward,
+through one :func:`revsnn_jax.ties.anchor` of ``g_out`` (and one per step of the backward scan):
+``g_out`` is BatchNorm's input cotangent in the next link, and a tie to its element directly
+would keep that link's BatchNorm input and cotangent alive, link after link.
 Gradients are those of plain autodiff of ``post(w, revnode_reference(pre(p, z)))``: the node's
 backward is the one of the node alone, and ``pre``, ``post`` are differentiated by JAX.
 
@@ -99,8 +102,8 @@ def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
     ``pre_fn`` returns ``X [T, ..., C]`` (``C`` even), or ``[..., C]`` repeated over
     ``time_steps`` steps; ``post_fn`` takes ``Y [T, ..., C]``, or ``local_fn(Y)`` when given:
     a function without parameters that acts on each time step alone (e.g. pooling), which the
-    backward applies, and differentiates, step by step, so that no ``[T, ...]`` array of
-    ``Y``'s size exists in the backward either. Returns ``(out, rate)``: the
+    forward applies inside the node's time scan and the backward applies, and differentiates,
+    step by step, so that no ``[T, ...]`` array of ``Y``'s size exists in either. Returns ``(out, rate)``: the
     rate (mean spike count of both groups per neuron and step) carries no gradient.
     """
     q = float(2 ** cfg.frac_bits)
