@@ -3,15 +3,18 @@
 Runs (or, with ``--collect DIR``, only gathers the JSON that these commands wrote in DIR)::
 
     revsnn memory --models revsresnet37 --memory-modes reversible,none --batch 32 --target T
+    revsnn memory --models revsresnet21,revsresnet109 --memory-modes reversible --batch 32 \
+        --target T
     revsnn memory --models msresnet34 --memory-modes none --batch 32 --target T
+    revsnn memory --models msresnet34 --memory-modes checkpoint --batch 32 --target T
     revsnn memory --models revsformer_4_384 --memory-modes reversible --batch 64 --target T
     revsnn memory --models spikingformer_4_384 --memory-modes none --batch 64 --target T
     revsnn memory --models revsformer_4_384 --memory-modes reversible --batch 128 --target T
     revsnn memory --models trevsnn_small --memory-modes reversible,none --batch 32 \
         --image-size 64 --target T
 
-for ``T`` in ``tpu-v5e`` and ``cpu`` (files ``{tpu,cpu}_{revsresnet37,msresnet34,revsformer,
-spikingformer,revsformer128,trevsnn}.json``; RevSFormer's TPU plan at 64 is scheduled unlike
+for ``T`` in ``tpu-v5e`` and ``cpu`` (files ``{tpu,cpu}_{revsresnet37,revsresnet_depth,
+msresnet34,msresnet34_checkpoint,revsformer,spikingformer,revsformer128,trevsnn}.json``; RevSFormer's TPU plan at 64 is scheduled unlike
 128 and 256, so its slope is taken again at 128, see docs/tpu.md), plus ``plan_*.json`` from ``revsnn plan``), and writes
 ``experiments/results/memory_tpu.json``: ``{"tpu-v5e": rows, "cpu": rows, "plans": rows,
 "estimates": ..., "plan_compiles": ...}`` (``--plan-log``: the compiles of an unfinished plan). ``estimates`` is the largest batch on one 16 GiB chip by the line through
@@ -29,10 +32,12 @@ import re
 import subprocess
 import sys
 
-RUNS = {"revsresnet37": ("reversible,none", 32), "msresnet34": ("none", 32),
+RUNS = {"revsresnet37": ("reversible,none", 32), "revsresnet_depth": ("reversible", 32),
+        "msresnet34": ("none", 32), "msresnet34_checkpoint": ("checkpoint", 32),
         "revsformer": ("reversible", 64), "spikingformer": ("none", 64),
         "revsformer128": ("reversible", 128), "trevsnn": ("reversible,none", 32)}
-MODELS = {"revsresnet37": "revsresnet37", "msresnet34": "msresnet34",
+MODELS = {"revsresnet37": "revsresnet37", "revsresnet_depth": "revsresnet21,revsresnet109",
+          "msresnet34": "msresnet34", "msresnet34_checkpoint": "msresnet34",
           "revsformer": "revsformer_4_384", "spikingformer": "spikingformer_4_384",
           "revsformer128": "revsformer_4_384", "trevsnn": "trevsnn_small"}
 EXTRA = {"trevsnn": ["--image-size", "64", "--time-steps", "4"]}
