@@ -73,7 +73,7 @@ def _spikes(plane: Array, channels: int) -> Array:
 
 
 def _tie_all(tree: PyTree, g: PyTree) -> PyTree:
-    """:func:`revsnn_jax.ties.tie` for integer leaves too: each gets ``+ int(0 * (g_0 + g_1))``, so
+    """:func:`revsnn_jax.ties.tie` for integer leaves too: each gets ``+ int(0 * g[0])``, so
     nothing computed from them (the last step's inverse) can run before ``g`` exists."""
     zero = tie(jnp.zeros((), jnp.float32), g)
     return jax.tree.map(lambda a: a + zero.astype(a.dtype), tree)
@@ -103,8 +103,9 @@ def revnode_block(pre_fn: Callable[[PyTree, Array], Array],
     ``time_steps`` steps; ``post_fn`` takes ``Y [T, ..., C]``, or ``local_fn(Y)`` when given:
     a function without parameters that acts on each time step alone (e.g. pooling), which the
     forward applies inside the node's time scan and the backward applies, and differentiates,
-    step by step, so that no ``[T, ...]`` array of ``Y``'s size exists in either. Returns ``(out, rate)``: the
-    rate (mean spike count of both groups per neuron and step) carries no gradient.
+    step by step, so that no ``[T, ...]`` array of ``Y``'s size exists in either. Returns
+    ``(out, rate)``: the rate (mean spike count of both groups per neuron and step) carries no
+    gradient.
     """
     q = float(2 ** cfg.frac_bits)
     a = int(cfg.coupling * 2 ** cfg.frac_bits)

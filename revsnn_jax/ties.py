@@ -39,12 +39,19 @@ import jax.numpy as jnp
 __all__ = ["anchor", "tie"]
 
 
-def _first_float_element(tree: Any) -> jax.Array | None:
+def _first_float_leaf(tree: Any) -> jax.Array | None:
     for leaf in jax.tree.leaves(tree):
         leaf = jnp.asarray(leaf)
         if jnp.issubdtype(leaf.dtype, jnp.inexact) and leaf.size:
-            return jax.lax.slice(leaf, (0,) * leaf.ndim, (1,) * leaf.ndim).reshape(())
+            return leaf
     return None
+
+
+def _first_float_element(tree: Any) -> jax.Array | None:
+    leaf = _first_float_leaf(tree)
+    if leaf is None:
+        return None
+    return jax.lax.slice(leaf, (0,) * leaf.ndim, (1,) * leaf.ndim).reshape(())
 
 
 def tie(x: Any, g: Any) -> Any:
@@ -71,11 +78,10 @@ def tie(x: Any, g: Any) -> Any:
 
 def anchor(g: Any) -> jax.Array | None:
     """A scalar that depends on ``g``, computed once into its own buffer: the sum of the first
-    two elements of ``g``'s first non-empty floating leaf (``None`` if there is
-    none). ``tie(x, anchor(g))`` orders ``x`` after ``g`` like ``tie(x, g)`` but keeps none of
-    ``g``'s operands alive (module docstring)."""
-    for leaf in jax.tree.leaves(g):
-        leaf = jnp.asarray(leaf)
-        if jnp.issubdtype(leaf.dtype, jnp.inexact) and leaf.size:
-            return jnp.sum(jax.lax.slice(leaf.reshape(-1), (0,), (min(2, leaf.size),)))
-    return None
+    two elements of ``g``'s first non-empty floating leaf (``None`` if there is none).
+    ``tie(x, anchor(g))`` orders ``x`` after ``g`` like ``tie(x, g)`` but keeps none of ``g``'s
+    operands alive (module docstring)."""
+    leaf = _first_float_leaf(g)
+    if leaf is None:
+        return None
+    return jnp.sum(jax.lax.slice(leaf.reshape(-1), (0,), (min(2, leaf.size),)))
