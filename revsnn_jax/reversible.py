@@ -83,7 +83,7 @@ from flax import nnx
 from revsnn_jax import remat
 from revsnn_jax.modes import MEMORY_MODES
 from revsnn_jax.nnx_utils import sow_intermediate
-from revsnn_jax.ties import tie
+from revsnn_jax.ties import tie, tieable
 
 __all__ = [
     "BACKWARDS",
@@ -255,10 +255,6 @@ def _undo_coupling(fn: BlockFn, params, state, key, z, y, dy, naive: bool):
     return x, d_params, d_z
 
 
-def _has_float_leaves(tree) -> bool:
-    return any(jnp.issubdtype(jnp.result_type(p), jnp.inexact) for p in jax.tree.leaves(tree))
-
-
 def _make_reversible(f: BlockFn, g: BlockFn, backward: str = "streamlined"):
     """The stage as one custom-VJP function of ``(params, state, x1, x2, key)``."""
 
@@ -283,7 +279,7 @@ def _make_reversible(f: BlockFn, g: BlockFn, backward: str = "streamlined"):
         # forward (a one-block stage has no loop left to stop it) nor run it early. G's
         # parameters are tied, not y1 (module docstring), unless G has none: each block's
         # inside the loop, so that no tied copy of every block's parameters exists at once.
-        tie_params = _has_float_leaves(pg)
+        tie_params = tieable(pg)
         stage_dy2 = dy2
         if not tie_params:
             y1 = tie(y1, dy2)

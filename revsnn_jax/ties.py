@@ -36,7 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["anchor", "tie"]
+__all__ = ["anchor", "tie", "tieable"]
 
 
 def _first_float_leaf(tree: Any) -> jax.Array | None:
@@ -74,6 +74,11 @@ def tie(x: Any, g: Any) -> Any:
         return leaf + (element * 0).astype(leaf.dtype)
 
     return jax.tree.map(tie_leaf, x)
+
+
+def tieable(x: Any) -> bool:
+    """Whether :func:`tie` changes anything in ``x``: ``x`` has a non-empty floating leaf."""
+    return _first_float_leaf(x) is not None
 
 
 def anchor(g: Any) -> jax.Array | None:

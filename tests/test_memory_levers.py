@@ -10,7 +10,7 @@ from flax import nnx
 
 from revsnn_jax import bitpack, layers, memory, neurons, remat
 from revsnn_jax.reversible import reversible_stage, reversible_stage_inverse
-from revsnn_jax.ties import anchor, tie
+from revsnn_jax.ties import anchor, tie, tieable
 
 CONV_DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -37,6 +37,9 @@ def test_tie_keeps_values_and_adds_a_dependence():
     assert "mul" in jaxpr and "add" in jaxpr
     # nothing floating to tie to: unchanged
     assert tie(x, jnp.arange(3))["a"] is x["a"]
+    # tieable: whether tie changes anything in x (a non-empty floating leaf)
+    assert tieable(x) and tieable(jnp.ones(2))
+    assert not tieable({"n": jnp.arange(3), "e": jnp.zeros((0,))}) and not tieable(())
 
 
 def test_anchor_is_a_scalar_reduction_of_g():
