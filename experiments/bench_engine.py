@@ -38,9 +38,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from revsnn_jax.demo_stage import init_stage, make_train_step, spiking_branch
 from revsnn_jax.memory import PerExampleMemory, analyse_compiled
 from revsnn_jax.reversible import MEMORY_MODES, reversible_stage, reversible_stage_inverse
+from revsnn_jax.reversible.demo import init_stage, make_train_step, spiking_branch
 
 MIB = 2**20
 

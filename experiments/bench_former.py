@@ -1,6 +1,6 @@
 """Training memory of RevSFormer vs Spikingformer (compile only) and a timed reduced-width run.
 
-Three parts, every row from :func:`revsnn_jax.benchmark.measure_training_step` (one full
+Three parts, every row from :func:`revsnn_jax.memory.benchmark.measure_training_step` (one full
 training step, forward + backward + SGD-momentum update; memory per image = slope of XLA's
 compiled peak between batch B and 2B, docs/memory.md):
 
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import jax
 
-from revsnn_jax import benchmark
-from revsnn_jax.modes import MEMORY_MODES, PLAIN_MEMORY_MODES
+from revsnn_jax.core.modes import MEMORY_MODES, PLAIN_MEMORY_MODES
+from revsnn_jax.memory import benchmark
 
 MiB = 2 ** 20
 

@@ -125,8 +125,8 @@ def _jax_data(case, size, key):
 
 def _ours_loss(variant, case):
     from revsnn_jax import neurons
-    from revsnn_jax.kernels import conv_lif, conv_nhwc, dense, linear_lif
     from revsnn_jax.neurons import NeuronConfig
+    from revsnn_jax.neurons.kernels import conv_lif, conv_nhwc, dense, linear_lif
 
     config = NeuronConfig()  # LIF, tau 2, hard reset to 0, sigmoid(4): SpikingJelly's default
 

@@ -35,11 +35,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from revsnn_jax import benchmark, neurons
+from revsnn_jax import neurons
+from revsnn_jax.layers.revnode_block import revnode_block
+from revsnn_jax.memory import benchmark
 from revsnn_jax.models import vgg
+from revsnn_jax.neurons.reversible_node import reversible_node
 from revsnn_jax.reversible import reversible_stage
-from revsnn_jax.reversible_node import reversible_node
-from revsnn_jax.revnode_block import revnode_block
 
 MiB = 2 ** 20
 HERE = os.path.dirname(os.path.abspath(__file__))

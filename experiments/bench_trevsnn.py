@@ -26,8 +26,8 @@ import optax
 from flax import nnx
 
 from revsnn_jax import memory
-from revsnn_jax.losses import intermediate_supervision_loss
 from revsnn_jax.models import create
+from revsnn_jax.steps.losses import intermediate_supervision_loss
 
 MiB = 2**20
 

@@ -2,7 +2,7 @@
 
 The TPU tiles an array's two minor axes into 8 x 128 (float32) or 32 x 128 (8-bit) tiles, so an
 array whose minor axis is narrower than 128 lanes is padded to 128. Spikes packed 8 per byte
-along channels (:func:`revsnn_jax.bitpack.pack_bits`: ``uint8 [..., C/8]``) have a minor axis
+along channels (:func:`revsnn_jax.core.bitpack.pack_bits`: ``uint8 [..., C/8]``) have a minor axis
 of 8 for 64 channels: padded 16x. This benchmark compiles, for the TPU v5e (compile-only, no TPU
 needed; the ``tpu`` extra) and for XLA:CPU, a training step through ``--layers`` spiking 3x3
 convolutions ``s_{i+1} = H(conv(s_i, k_i))`` (``H``: Heaviside, straight-through surrogate) whose
@@ -24,7 +24,7 @@ Every layout gives the same gradients (checked on CPU, float32, against autodiff
         '{"widths": [64], "blocks": [1]}' --batch 16 --json experiments/results/spike_layout_model.json
 
 ``--model``: instead of the layer chain, a registered model's training step (slope B -> 2B)
-with its spike convolutions (:func:`revsnn_jax.bitpack.spike_conv`) keeping each layout.
+with its spike convolutions (:func:`revsnn_jax.core.bitpack.spike_conv`) keeping each layout.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from revsnn_jax import memory
-from revsnn_jax.ties import tie
+from revsnn_jax.core.ties import tie
 
 LAYOUTS = ("float", "int8", "channels", "width", "flat")
 _SHIFTS = jnp.arange(8, dtype=jnp.uint8)
@@ -156,9 +156,10 @@ def residual_program(layout: str, channels: int, size: int):
 
 def model_step_program(layout: str, **kwargs):
     """A ``StepProgram`` builder: a registered model's training step
-    (:func:`revsnn_jax.benchmark.training_step_program` with ``kwargs``) whose spike
-    convolutions (:func:`revsnn_jax.bitpack.spike_conv`) keep their input in ``layout``."""
-    from revsnn_jax import benchmark, bitpack
+    (:func:`revsnn_jax.memory.benchmark.training_step_program` with ``kwargs``) whose spike
+    convolutions (:func:`revsnn_jax.core.bitpack.spike_conv`) keep their input in ``layout``."""
+    from revsnn_jax.core import bitpack
+    from revsnn_jax.memory import benchmark
 
     bitpack._spike_apply.defvjp(  # this process only: the compile worker's
         lambda op, s, k: _apply_fwd((op, layout), s, k),

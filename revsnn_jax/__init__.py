@@ -2,21 +2,27 @@
 
 Training memory of a spiking network grows with depth and time steps because backpropagation
 through time keeps every activation and membrane potential. Reversible networks reconstruct
-activations in the backward pass instead of storing them. The names a user reaches for are
-exported here (and documented in docs/api.md); each lives in a small module:
+activations in the backward pass instead of storing them. The package is laid out in layers,
+bottom to top, each a subpackage whose ``__init__`` is its public face; a module imports only
+from its own layer or below (docs/architecture.md):
 
-* :mod:`revsnn_jax.surrogate`, :mod:`revsnn_jax.neurons` -- spike functions and IF / LIF / PLIF /
-  quantizer neurons as pure functions over ``jax.lax.scan``; :mod:`revsnn_jax.neuron_modules`
-  (:class:`IF`, :class:`LIF`, :class:`PLIF`, :class:`Quantizer`) -- thin Flax NNX shells;
-* :mod:`revsnn_jax.reversible` -- the engine: :func:`reversible_stage`,
-  :class:`ReversibleSequence`, :func:`check_reversible`;
-* :mod:`revsnn_jax.remat`, :mod:`revsnn_jax.bitpack`, :mod:`revsnn_jax.ties` -- per-block
-  rematerialisation, bit-packed spike storage and the data-dependence ties behind both;
-* :mod:`revsnn_jax.models` -- every published model by name (:func:`create`);
-* :mod:`revsnn_jax.memory` -- training memory from XLA's compiled plan
-  (:func:`per_example_memory`).
+1. :mod:`revsnn_jax.core` -- ties, rematerialisation, bit-packed spikes, memory modes, NNX helpers;
+2. :mod:`revsnn_jax.neurons` -- surrogates, IF / LIF / PLIF / quantizer dynamics under
+   ``jax.lax.scan``, their NNX modules (:class:`IF`, :class:`LIF`, :class:`PLIF`,
+   :class:`Quantizer`) and the reversible neuron node;
+3. :mod:`revsnn_jax.reversible` -- the engine: :func:`reversible_stage`,
+   :class:`ReversibleSequence`, :func:`check_reversible`;
+4. :mod:`revsnn_jax.layers` -- time-folded convolution, BatchNorm, Linear, pools;
+5. :mod:`revsnn_jax.models` -- every published model by name (:func:`create`);
+6. :mod:`revsnn_jax.steps` -- losses and the pure training step;
+7. :mod:`revsnn_jax.memory` -- training memory from XLA's compiled plan
+   (:func:`per_example_memory`, ``compile_step``), targets, the planner;
+8. :mod:`revsnn_jax.data` -- data sets and the input pipeline;
+9. :mod:`revsnn_jax.training` -- the trainer, checkpoints, the training loop;
+10. :mod:`revsnn_jax.commands` and :mod:`revsnn_jax.cli` -- the ``revsnn`` command.
 
-Submodules and these names are imported on first use, so ``import revsnn_jax`` stays cheap.
+``revsnn_jax.surrogate`` is :mod:`revsnn_jax.neurons.surrogate`. Subpackages and these names are
+imported on first use, so ``import revsnn_jax`` stays cheap.
 """
 
 from __future__ import annotations
@@ -31,22 +37,26 @@ _NAMES = {
     "reversible_stage": "revsnn_jax.reversible",
     "ReversibleSequence": "revsnn_jax.reversible",
     "check_reversible": "revsnn_jax.reversible",
-    "IF": "revsnn_jax.neuron_modules",
-    "LIF": "revsnn_jax.neuron_modules",
-    "PLIF": "revsnn_jax.neuron_modules",
-    "Quantizer": "revsnn_jax.neuron_modules",
+    "IF": "revsnn_jax.neurons",
+    "LIF": "revsnn_jax.neurons",
+    "PLIF": "revsnn_jax.neurons",
+    "Quantizer": "revsnn_jax.neurons",
     "create": "revsnn_jax.models",
     "per_example_memory": "revsnn_jax.memory",
 }
-_MODULES = ("bitpack", "kernels", "memory", "models", "neuron_backward", "neuron_modules",
-            "neurons", "remat", "reversible", "surrogate", "ties")
+#: subpackages, the layers (bottom to top), and the one module alias users rely on
+_MODULES = ("core", "neurons", "reversible", "layers", "models", "steps", "memory", "data",
+            "training", "commands")
+_ALIASES = {"surrogate": "revsnn_jax.neurons.surrogate"}
 
-__all__ = ["__version__", *_MODULES, *_NAMES]
+__all__ = ["__version__", *_MODULES, *_ALIASES, *_NAMES]
 
 
 def __getattr__(name: str) -> Any:
     if name in _NAMES:
         value = getattr(importlib.import_module(_NAMES[name]), name)
+    elif name in _ALIASES:
+        value = importlib.import_module(_ALIASES[name])
     elif name in _MODULES:
         value = importlib.import_module(f"revsnn_jax.{name}")
     else:

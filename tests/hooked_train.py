@@ -1,5 +1,5 @@
 """``revsnn`` (``python tests/hooked_train.py train ...``) with two test hooks patched in, so a
-test in another process can kill a run at a chosen point (tests/test_reliability.py). The
+test in another process can kill a run at a chosen point (tests/training/test_reliability.py). The
 library carries no hook; they are set by environment variables of that process:
 
 * ``REVSNN_TEST_PAUSE_IN_SAVE=STEP``: orbax's atomic-rename commit of checkpoint ``STEP`` waits

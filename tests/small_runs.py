@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from revsnn_jax.config import TrainConfig
+from revsnn_jax.training.config import TrainConfig
 
 SMALL = dict(model="spiking_mlp", model_overrides={"hidden": [32]}, dataset="digits",
              batch_size=32, eval_batch_size=120, learning_rate=0.1, schedule="constant",

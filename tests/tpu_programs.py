@@ -1,4 +1,4 @@
-"""Step builders for tests/test_tpu_plan.py, importable by the TPU compile worker (a subprocess:
+"""Step builders for tests/memory/test_tpu_plan.py, importable by the TPU compile worker (a subprocess:
 :class:`revsnn_jax.memory.StepProgram` names them as ``"tpu_programs:stage_step"``)."""
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from revsnn_jax import checkpointing, train
+    from revsnn_jax import training as train
+    from revsnn_jax.training import checkpoint as checkpointing
     from revsnn_jax.training.loop import quiet_absl
 
     overrides = {}

@@ -3,7 +3,7 @@
 Compiles one full training step (forward, backward, SGD-momentum update) at batch ``B`` and
 ``2B`` for every model and memory mode, without allocating anything large (compile only unless
 ``--time``), and writes one JSON row per model x mode. The logic lives in
-:mod:`revsnn_jax.benchmark`.
+:mod:`revsnn_jax.memory.benchmark`.
 
 ``--target`` picks the compiler (:data:`revsnn_jax.memory.TARGETS`): ``cpu`` (default), ``gpu``
 (this machine's GPU) or ``tpu-v4``/``tpu-v5e``/``tpu-v5p``/``tpu-v6e``: one chip of that TPU
@@ -17,7 +17,7 @@ import argparse
 import json
 
 from revsnn_jax.commands._args import UsageError, int_list, names_from, positive_int
-from revsnn_jax.modes import MEMORY_MODES, PLAIN_MEMORY_MODES
+from revsnn_jax.core.modes import MEMORY_MODES, PLAIN_MEMORY_MODES
 
 TARGET_NAMES = ("cpu", "gpu", "tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e")
 
@@ -132,7 +132,8 @@ def _check_model_kwargs(names: tuple[str, ...], model_kwargs: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from revsnn_jax import benchmark, memory
+    from revsnn_jax import memory
+    from revsnn_jax.memory import benchmark
     from revsnn_jax.models import get_info
 
     names, requested = args.models, args.memory_modes

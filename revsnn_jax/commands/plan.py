@@ -3,7 +3,7 @@
 For each memory mode, compiles the model's training step for ``--target`` (a TPU generation
 compiles without a TPU, see :mod:`revsnn_jax.memory`) at ``B`` and ``2B`` (``--first-batch``),
 takes the slope and intercept, then compiles at the line's answer and one more until the answer
-fits the chip's memory and one more does not (:mod:`revsnn_jax.plan`); a batch the TPU compiler
+fits the chip's memory and one more does not (:mod:`revsnn_jax.memory.plan`); a batch the TPU compiler
 refuses as larger than the chip (``RESOURCE_EXHAUSTED``) counts as "does not fit". The budget is the chip's
 HBM (:data:`revsnn_jax.memory.HBM_GIB`: v4 32 GiB, v5e 16 GiB, v5p 95 GiB, v6e 32 GiB), or
 ``--hbm-gib``.
@@ -33,7 +33,7 @@ from revsnn_jax.commands.memory import (
     add_target_arguments,
     check_target,
 )
-from revsnn_jax.modes import MEMORY_MODES, PLAIN_MEMORY_MODES
+from revsnn_jax.core.modes import MEMORY_MODES, PLAIN_MEMORY_MODES
 
 HELP = "largest batch (or deepest/longest variant) whose training step fits one chip's memory"
 SWEEPS = ("blocks", "time-steps")
@@ -115,7 +115,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from revsnn_jax import benchmark, plan
+    from revsnn_jax.memory import benchmark, plan
     from revsnn_jax.models import abstract_model, get_info
 
     check_target(args.target)

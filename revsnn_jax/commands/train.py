@@ -1,14 +1,14 @@
 """``revsnn train``: train a configuration (revsnn_jax/configs/NAME.yaml) in a work directory.
 
 ``revsnn train --config NAME --workdir DIR [--field value ...]``: every field of
-:class:`revsnn_jax.config.TrainConfig` is a flag (``--batch-size 64``, ``--memory-mode none``,
+:class:`revsnn_jax.training.config.TrainConfig` is a flag (``--batch-size 64``, ``--memory-mode none``,
 ``--milestones "[100, 150]"``, ``--model-overrides "{hidden: [128]}"``). On a work directory that
 already holds checkpoints the run resumes from the latest one; without ``--config`` the work
 directory's saved configuration is used.
 
 Exit status: 0 done; 2 bad configuration or input (the message names the fix);
-3 (:data:`revsnn_jax.train.EXIT_NONFINITE`) stopped at a non-finite loss or gradient, the last
-good checkpoint kept; 75 (:data:`revsnn_jax.train.EXIT_PREEMPTED`) stopped by SIGTERM after
+3 (:data:`revsnn_jax.training.EXIT_NONFINITE`) stopped at a non-finite loss or gradient, the last
+good checkpoint kept; 75 (:data:`revsnn_jax.training.EXIT_PREEMPTED`) stopped by SIGTERM after
 saving a checkpoint: run the same command again to resume.
 """
 
@@ -27,9 +27,9 @@ _CLI_MINIMUM = {"steps": (1, "leave --steps out to train for --epochs")}
 
 def config_value(name: str):
     """The ``type=`` of flag ``--NAME``: the value converted to the field's type and range
-    checked (:func:`revsnn_jax.config.parse_value`, :func:`revsnn_jax.config.check_field`); a bad
+    checked (:func:`revsnn_jax.training.config.parse_value`, :func:`revsnn_jax.training.config.check_field`); a bad
     one is a usage error naming the flag."""
-    from revsnn_jax.config import check_field, parse_value
+    from revsnn_jax.training.config import check_field, parse_value
 
     def parse(text: str):
         try:
@@ -50,7 +50,7 @@ def config_value(name: str):
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    from revsnn_jax.config import TrainConfig, field_names
+    from revsnn_jax.training.config import TrainConfig, field_names
 
     group = parser.add_argument_group(
         "config fields (override the config file; lists/mappings in YAML flow style)")
@@ -77,9 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import pathlib
 
-    from revsnn_jax import checkpointing, train
+    from revsnn_jax import training as train
     from revsnn_jax.commands._args import concise_warnings
-    from revsnn_jax.config import load_config
+    from revsnn_jax.training import checkpoint as checkpointing
+    from revsnn_jax.training.config import load_config
     from revsnn_jax.training.loop import quiet_absl
 
     _WARNINGS = (checkpointing.CorruptCheckpointWarning, train.ReconstructionDriftWarning)

@@ -1,4 +1,5 @@
-"""Model families and the registry (:func:`create`, :func:`list_models`).
+"""Layer 5, the model families and the registry (:func:`create`, :func:`list_models`); imports
+``layers``, ``reversible``, ``neurons`` and ``core``.
 
 Importing a family module (``resnet``, ``former``, ``trevsnn``, ``vgg``, ``resnet19``, ``mlp``)
 registers its models.

@@ -35,9 +35,9 @@ computes ``k^T v`` first. q, k and v are binary, so every product is a small int
 **Lean backward passes** (same values and gradients, tested):
 :func:`revsnn_jax.layers.lean_max_pool` replaces XLA's ``select_and_scatter`` max-pool gradient
 (which XLA:CPU expands into int32 index arrays of the input's size) and keeps its 0/1 input as
-bits; every neuron runs with ``backward="recompute"`` (:mod:`revsnn_jax.neuron_backward`: the
+bits; every neuron runs with ``backward="recompute"`` (:mod:`revsnn_jax.neurons.backward`: the
 backward keeps only its input); every pointwise layer and tokenizer convolution keeps its spike
-input as bits (:mod:`revsnn_jax.bitpack`).
+input as bits (:mod:`revsnn_jax.core.bitpack`).
 
 Neurons: SpikingJelly ``MultiStepLIFNode(tau, detach_reset=True)``, hard reset to 0, Sigmoid(4)
 surrogate; ``tau = 2.0`` on CIFAR and ``1.5`` on DVS; the attention neuron fires at 0.5.
@@ -55,12 +55,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from revsnn_jax import bitpack, surrogate
+from revsnn_jax.core import bitpack
+from revsnn_jax.core.modes import PLAIN_MEMORY_MODES
 from revsnn_jax.layers import BatchNorm, lean_max_pool, run_blocks
 from revsnn_jax.models.registry import register
-from revsnn_jax.modes import PLAIN_MEMORY_MODES
-from revsnn_jax.neuron_modules import from_config
-from revsnn_jax.neurons import NeuronConfig
+from revsnn_jax.neurons import NeuronConfig, surrogate
+from revsnn_jax.neurons.modules import from_config
 from revsnn_jax.reversible import ReversibleSequence, check_memory_mode
 
 __all__ = [
@@ -110,7 +110,7 @@ class _Conv3x3(nnx.Module):
     """``nn.Conv2d(in, out, 3, 1, 1, bias=False)`` with PyTorch's default init, time folded.
 
     ``spike_input=True``: the input is 0/1 spikes, kept as bits for the backward
-    (:func:`revsnn_jax.bitpack.spike_conv`)."""
+    (:func:`revsnn_jax.core.bitpack.spike_conv`)."""
 
     def __init__(self, in_features: int, out_features: int, *, param_dtype: Dtype,
                  spike_input: bool = False, rngs: nnx.Rngs) -> None:
@@ -134,7 +134,7 @@ class _Pointwise(nnx.Module):
     a linear map of the channel axis, applied once to every token of every time step.
 
     Every one of them reads spikes, so the backward keeps its input as bits
-    (:func:`revsnn_jax.bitpack.spike_dense`)."""
+    (:func:`revsnn_jax.core.bitpack.spike_dense`)."""
 
     def __init__(self, in_features: int, out_features: int, *, use_bias: bool,
                  param_dtype: Dtype, rngs: nnx.Rngs) -> None:

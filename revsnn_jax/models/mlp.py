@@ -5,7 +5,7 @@ time. Static images are encoded directly: the first Linear (and its BatchNorm) r
 image and its output is fed to the neurons at every one of the T steps; event frames
 ``[T, B, H, W, C]`` are flattened per step with time folded into the batch. Weights are applied
 once over the merged ``[T * B, ...]`` axis and only the neuron scans over T
-(:class:`revsnn_jax.neuron_modules.LIF`).
+(:class:`revsnn_jax.neurons.modules.LIF`).
 
 Memory modes: ``"none"`` (plain autodiff) and ``"checkpoint"`` (each hidden layer under
 ``jax.checkpoint``: its activations are recomputed in the backward pass). Each spiking layer
@@ -21,10 +21,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from revsnn_jax.core.modes import PLAIN_MEMORY_MODES
 from revsnn_jax.layers import run_blocks
 from revsnn_jax.models.registry import register
-from revsnn_jax.modes import PLAIN_MEMORY_MODES
-from revsnn_jax.neuron_modules import LIF
+from revsnn_jax.neurons.modules import LIF
 
 __all__ = ["SpikingLayer", "SpikingMLP"]
 

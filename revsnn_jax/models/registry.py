@@ -20,7 +20,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from revsnn_jax.modes import MEMORY_MODES, PLAIN_MEMORY_MODES
+from revsnn_jax.core.modes import MEMORY_MODES, PLAIN_MEMORY_MODES
 
 __all__ = ["ModelInfo", "create", "get_info", "list_models", "register"]
 
@@ -68,20 +68,13 @@ def register(
     return decorator
 
 
-def _load_families() -> None:
-    # Importing a family module registers its models.
-    import revsnn_jax.models  # noqa: F401
-
-
 def list_models() -> list[ModelInfo]:
     """Every registered model, in registration order."""
-    _load_families()
     return list(_MODELS.values())
 
 
 def get_info(name: str) -> ModelInfo:
     """The registration of ``name``; a clear error listing the known names otherwise."""
-    _load_families()
     if name not in _MODELS:
         raise ValueError(
             f"unknown model {name!r}; registered models: {', '.join(sorted(_MODELS))}"

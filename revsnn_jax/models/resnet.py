@@ -19,7 +19,7 @@ pass; ``"checkpoint"`` and ``"none"`` run the same math with rematerialisation o
 **MS-ResNet** (``cifar10/ms_resnet.py``): membrane-shortcut basic blocks
 ``out = BN(conv(neuron(BN(conv(neuron(x)))))) + shortcut(x)``, shortcut
 ``neuron -> conv1x1(stride) -> BN`` where the shape changes. ``memory_mode="checkpoint"``
-rematerialises each block (:func:`revsnn_jax.remat.checkpoint_module`).
+rematerialises each block (:func:`revsnn_jax.core.remat.checkpoint_module`).
 
 Storage (both families): every convolution that reads spikes keeps them as bits for its
 weight gradient (``Conv2d(spike_input=True)``), every BatchNorm keeps only its input, and
@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from revsnn_jax import surrogate
+from revsnn_jax.core.modes import PLAIN_MEMORY_MODES
 from revsnn_jax.layers import (
     BatchNorm,
     Conv2d,
@@ -49,9 +49,8 @@ from revsnn_jax.layers import (
     run_blocks,
 )
 from revsnn_jax.models.registry import register
-from revsnn_jax.modes import PLAIN_MEMORY_MODES
-from revsnn_jax.neuron_modules import from_config
-from revsnn_jax.neurons import NeuronConfig
+from revsnn_jax.neurons import NeuronConfig, surrogate
+from revsnn_jax.neurons.modules import from_config
 from revsnn_jax.reversible import ReversibleSequence, check_memory_mode
 
 __all__ = [
@@ -296,7 +295,7 @@ class MSResNet(nnx.Module):
     """MS-ResNet: stem, stages of :class:`MSBasicBlock` (first block of stage ``i > 0`` has
     stride 2), head. ``widths`` are the stage widths; the stem outputs ``widths[0]`` channels.
     ``memory_mode="checkpoint"`` rematerialises every block in the backward pass
-    (:mod:`revsnn_jax.remat`: only block inputs are kept)."""
+    (:mod:`revsnn_jax.core.remat`: only block inputs are kept)."""
 
     def __init__(self, *, blocks: Sequence[int], widths: Sequence[int], num_classes: int,
                  time_steps: int, neuron: NeuronConfig, in_channels: int = 3,

@@ -56,6 +56,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from revsnn_jax.core.modes import MEMORY_MODES
+from revsnn_jax.core.nnx_utils import merge_fresh, sow_intermediate
 from revsnn_jax.models.registry import register
 from revsnn_jax.models.trevsnn_chain import (
     NUM_LEVELS,
@@ -72,8 +74,6 @@ from revsnn_jax.models.trevsnn_layers import (
     SharedConvs,
     UpSampling,
 )
-from revsnn_jax.modes import MEMORY_MODES
-from revsnn_jax.nnx_utils import merge_fresh, sow_intermediate
 
 __all__ = ["TRevSNN", "reconstructed_history", "state_history"]
 
@@ -177,7 +177,7 @@ class TRevSNN(nnx.Module):
 
     ``model(x)`` returns the last head's logits ``[B, K]`` (what evaluation uses);
     :meth:`head_outputs` returns every supervised head's logits ``[n, B, K]`` for the losses
-    (:func:`revsnn_jax.losses.intermediate_supervision_loss`, :func:`revsnn_jax.losses.tet_loss`). Static images are ``[B, H, W, 3]``;
+    (:func:`revsnn_jax.steps.losses.intermediate_supervision_loss`, :func:`revsnn_jax.steps.losses.tet_loss`). Static images are ``[B, H, W, 3]``;
     event data (``event_channels=2``) is ``[T, B, H, W, 2]`` with ``T == time_steps``.
     """
 

@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from revsnn_jax.core.nnx_utils import call_capturing, firing_rates, merge_fresh
+from revsnn_jax.core.remat import tree_add, zero_cotangent
 from revsnn_jax.neurons import quantize_spike
-from revsnn_jax.nnx_utils import call_capturing, firing_rates, merge_fresh
-from revsnn_jax.remat import tree_add, zero_cotangent
 
 __all__ = ["NUM_LEVELS", "States"]
 

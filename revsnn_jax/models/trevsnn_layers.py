@@ -2,7 +2,7 @@
 
 Tensors are channels-last, ``[B, H, W, C]``: T-RevSNN's columns are its time steps, so inside a
 column there is no time axis. Spikes come from the stateless quantizer
-:class:`revsnn_jax.neuron_modules.Quantizer` (``S = floor(clip(V, 0, 1) + 0.5)``), which records
+:class:`revsnn_jax.neurons.modules.Quantizer` (``S = floor(clip(V, 0, 1) + 0.5)``), which records
 its firing rate (``nnx.Intermediate`` ``firing_rate``).
 """
 
@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from revsnn_jax.neuron_modules import Quantizer
+from revsnn_jax.neurons.modules import Quantizer
 
 __all__ = ["ConvNeXtSpikeBlock", "DepthwiseConv", "DownSampling", "ScaledStdConv",
            "SharedConvs", "UpSampling", "trunc_normal"]

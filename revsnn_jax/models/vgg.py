@@ -11,7 +11,7 @@ time step with logits averaged over ``T``.
 * ``"lif"``: SpikingJelly-style multi-step LIF, ``tau = 2``, soft reset, Sigmoid(4) surrogate,
   binary spikes out; ``memory_mode`` ``"none"`` (plain autodiff) or ``"checkpoint"``
   (:func:`revsnn_jax.layers.run_blocks`: tied remat per unit);
-* ``"reversible"``: :class:`revsnn_jax.reversible_node.ReversibleNode` with the same neuron
+* ``"reversible"``: :class:`revsnn_jax.neurons.reversible_node.ReversibleNode` with the same neuron
   constants, real-valued ``[Y1, Y2]`` out; ``memory_mode`` ``"reversible"`` (reconstruct) or
   ``"none"`` (plain autodiff of the same equations).
 
@@ -33,15 +33,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from revsnn_jax import surrogate
+from revsnn_jax.core.modes import PLAIN_MEMORY_MODES
 from revsnn_jax.layers import BatchNorm, Conv2d, Linear, avg_pool, global_avg_pool, run_blocks
+from revsnn_jax.layers.revnode_block import node_link
 from revsnn_jax.models.registry import register
 from revsnn_jax.models.resnet import StaticStem
-from revsnn_jax.modes import PLAIN_MEMORY_MODES
-from revsnn_jax.neuron_modules import from_config
-from revsnn_jax.neurons import NeuronConfig
-from revsnn_jax.reversible_node import ReversibleNode, RevNodeConfig
-from revsnn_jax.revnode_block import node_link
+from revsnn_jax.neurons import NeuronConfig, surrogate
+from revsnn_jax.neurons.modules import from_config
+from revsnn_jax.neurons.reversible_node import ReversibleNode, RevNodeConfig
 
 __all__ = ["LIF_NODE", "NODES", "REV_NODE", "SpikingVGG11", "make_node"]
 
@@ -143,7 +142,7 @@ class SpikingVGG11(nnx.Module):
 
     def _linked(self, x: Array) -> Array:
         """The reversible path in training: every ``BN -> node -> pools -> next conv`` is one
-        :func:`revsnn_jax.revnode_block.node_link`, which keeps the BN's input and the node's
+        :func:`revsnn_jax.layers.revnode_block.node_link`, which keeps the BN's input and the node's
         bits but neither the node's input nor its output."""
         z = self.stem.bn(self.stem.conv(x))  # static: the node repeats it over T
         link = dict(node=self.stem_node, bn=None, pools=0, time_steps=self.stem.time_steps)

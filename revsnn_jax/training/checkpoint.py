@@ -1,183 +1,286 @@
-"""Checkpoints of a :class:`~revsnn_jax.training.state.Trainer`: save, verified restore, resume.
+"""Orbax checkpoints of a training run, verified when they are restored.
 
-A checkpoint holds the parameters, optimizer state and model state (BatchNorm statistics) as
-host arrays, one replica (every device holds the same values, so saving and restoring need no
-sharding support from orbax and work for any device count), and its metadata: the step, the
-data-iterator position, the training seconds, the config and the run's counters. Storage and
-verification (SHA-256 of every array and of the metadata) are :mod:`revsnn_jax.checkpointing`'s;
-this module maps a trainer onto them.
+A checkpoint ``checkpoints/<step>/`` holds three orbax items, committed together (orbax writes
+``<step>.orbax-checkpoint-tmp*`` and renames it only when every item is complete):
 
-Orbax writes a checkpoint into ``checkpoints/<step>.orbax-checkpoint-tmp*`` and renames it only
-once it is complete, so a half-written checkpoint is never loaded. :func:`resume` loads the
-newest checkpoint that verifies and sets every newer, failing one aside.
+* ``model``: the arrays (parameters, model state, optimizer state) as host NumPy arrays;
+* ``meta``: JSON (step, data-iterator position, training seconds, the config, counters);
+* ``integrity``: JSON, the SHA-256 of every array's bytes (with its dtype and shape, keyed by
+  its path in the tree) and of ``meta`` (canonical JSON), computed from what was handed to orbax.
+
+:func:`restore` reads ``meta`` and ``integrity`` first, checks ``meta`` against its checksum,
+lets the caller check the run's identity, compares the record's shapes with the caller's
+template (a different model is a :class:`ValueError`, not corruption), reads the arrays and
+compares their checksums. Any failure of the storage itself (unreadable JSON, an OCDBT/zarr
+read error, a checksum mismatch, a missing record) raises :class:`CorruptCheckpointError`.
+
+Why our own checksums rather than the storage layer's: orbax 0.12 writes arrays through
+TensorStore (zarr + OCDBT). OCDBT checksums its manifest and B-tree nodes (crc32c) and zarr3's
+shard index carries a crc32c, but the chunk bytes themselves are not checksummed, and orbax does
+not expose the codec chain to add zarr3's ``crc32c`` codec to the data; flipped bytes in an
+array file restore silently. The record here checks what the training loop gets back, end to
+end, whichever layer corrupted it.
+
+A checkpoint that fails is never used: :func:`set_aside` renames it to
+``checkpoints/<step>.corrupt-<what>`` (outside orbax's step naming, so orbax ignores it and
+never deletes it) for inspection.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pathlib
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
-from jax.sharding import NamedSharding
 
-from revsnn_jax import checkpointing
-from revsnn_jax.training.state import Trainer, maybe_initialize_distributed
-from revsnn_jax.training.workdir import CHECKPOINT_IDENTITY, load_workdir_config
+__all__ = ["CorruptCheckpointError", "CorruptCheckpointWarning", "array_checksums", "manager",
+           "newest_good", "restore", "save", "set_aside"]
 
-
-# --------------------------------------------------------------------------- host copies
-def _pure_dict(state: Any) -> Any:
-    # flax >= 0.11: nnx.to_pure_dict; flax 0.10: State.to_pure_dict
-    return nnx.to_pure_dict(state) if hasattr(nnx, "to_pure_dict") else state.to_pure_dict()
+_FORMAT = 1  # version of the integrity record
+# what a read of a damaged checkpoint raises (json: ValueError; tensorstore: ValueError with
+# DATA_LOSS / decode messages; a missing file: OSError; valid JSON missing a key: KeyError).
+# Anything else is a bug and propagates: it must not get good checkpoints set aside.
+_READ_ERRORS = (ValueError, OSError, KeyError)
 
 
-def _replace_by_pure_dict(state: Any, pure: Any) -> None:
-    if hasattr(nnx, "replace_by_pure_dict"):
-        nnx.replace_by_pure_dict(state, pure)
-    else:
-        state.replace_by_pure_dict(pure)
+class CorruptCheckpointError(ValueError):
+    """Checkpoint ``step`` in ``directory`` fails verification; ``what`` is the part that is bad
+    (``"metadata"``, ``"arrays"`` or ``"record"``), ``reason`` the details."""
+
+    def __init__(self, step: int, directory: pathlib.Path, what: str, reason: str,
+                 hint: str = ""):
+        self.step, self.directory, self.what, self.reason = step, directory, what, reason
+        super().__init__(f"checkpoint {step} in {directory} fails verification: {reason}"
+                         + (f"; {hint}" if hint else ""))
 
 
-def to_saveable(tree: Any) -> Any:
-    """Host NumPy copies of a replicated pytree, one replica (PRNG keys as their raw data)."""
-    def conv(leaf):
-        if isinstance(leaf, jax.Array):
-            if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-                leaf = jax.random.key_data(leaf)
-            return np.asarray(leaf.addressable_data(0))
-        return np.asarray(leaf)
-    return jax.tree.map(conv, _pure_dict(tree) if isinstance(tree, nnx.State) else tree)
+class CorruptCheckpointWarning(UserWarning):
+    """A checkpoint failed verification and was set aside (or cannot be verified)."""
 
 
-def from_saved(template: Any, saved: Any, sharding: NamedSharding) -> Any:
-    """Put ``saved`` (host arrays) back into ``template``'s structure, replicated by
-    ``sharding`` (PRNG keys re-wrapped)."""
-    pure_template = _pure_dict(template) if isinstance(template, nnx.State) else template
+# --------------------------------------------------------------------------- manager
+def manager(workdir: pathlib.Path, keep: int | None, *, read_only: bool = False):
+    """The orbax ``CheckpointManager`` of ``workdir/checkpoints`` (``keep``: max_to_keep)."""
+    import orbax.checkpoint as ocp
 
-    def back(t, s):
-        s = np.asarray(s)
-        arr = jax.make_array_from_callback(s.shape, sharding, lambda index: s[index])
-        if isinstance(t, jax.Array) and jnp.issubdtype(t.dtype, jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(arr, impl=jax.random.key_impl(t))
-        return arr
-
-    restored = jax.tree.map(back, pure_template, saved)
-    if isinstance(template, nnx.State):
-        template = jax.tree.map(lambda v: v, template)  # a copy
-        _replace_by_pure_dict(template, restored)
-        return template
-    return restored
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=not read_only, enable_async_checkpointing=True,
+        # a run killed while writing leaves checkpoints/<step>.orbax-checkpoint-tmp*: never
+        # loaded (not a finalised step), deleted when the next run opens the directory
+        cleanup_tmp_directories=not read_only)
+    return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options,
+                                 item_names=("model", "meta", "integrity"))
 
 
-def saveable_model(trainer: Trainer) -> dict[str, Any]:
-    """What a checkpoint's ``model`` item holds: parameters, model and optimizer state."""
-    return {"params": to_saveable(trainer.params), "state": to_saveable(trainer.state),
-            "opt_state": to_saveable(trainer.opt_state)}
+def _directory(mgr) -> pathlib.Path:
+    return pathlib.Path(str(mgr.directory))
+
+
+# --------------------------------------------------------------------------- checksums
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).view(np.uint8).reshape(-1)).hexdigest()
+
+
+def array_checksums(tree: Any) -> dict[str, dict[str, Any]]:
+    """``{path: {"sha256", "dtype", "shape"}}`` of every array leaf of ``tree`` (paths like
+    ``params/layers/0/kernel``, the same for int and str keys)."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        leaf = np.asarray(leaf)
+        out[jax.tree_util.keystr(path, simple=True, separator="/")] = {
+            "sha256": _sha256(leaf), "dtype": str(leaf.dtype), "shape": list(leaf.shape)}
+    return out
+
+
+def _canonical(meta: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(meta))
+
+
+def _meta_checksum(meta: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- save / restore
-def save(manager: Any, trainer: Trainer, step: int, iterator: Any, train_seconds: float,
-         counters: dict[str, Any] | None = None) -> None:
-    """Checkpoint ``step`` of ``trainer`` with the iterator's position (asynchronous)."""
-    meta = {"step": step, "data_iterator": iterator.get_state() if iterator else None,
-            "train_seconds": train_seconds, "config": trainer.cfg.to_dict(), **(counters or {})}
-    checkpointing.save(manager, step, saveable_model(trainer), meta)
+def save(mgr, step: int, model: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Save ``model`` (host arrays) and ``meta`` (JSON) as checkpoint ``step`` with their
+    integrity record (asynchronous: ``mgr.wait_until_finished()`` to wait)."""
+    import orbax.checkpoint as ocp
+
+    meta = _canonical({**meta, "integrity_format": _FORMAT})
+    record = {"format": _FORMAT, "algorithm": "sha256", "meta_sha256": _meta_checksum(meta),
+              "arrays": array_checksums(model)}
+    mgr.save(step, args=ocp.args.Composite(model=ocp.args.StandardSave(model),
+                                            meta=ocp.args.JsonSave(meta),
+                                            integrity=ocp.args.JsonSave(record)), force=True)
 
 
-def _same_model(trainer: Trainer, directory: pathlib.Path) -> Callable[[dict[str, Any]], None]:
-    """``check_meta`` for :func:`checkpointing.restore`: the checkpoint's own config names the
-    same model (even where ``config.yaml`` is gone)."""
-    def check(meta: dict[str, Any]) -> None:
-        saved, now = meta.get("config") or {}, trainer.cfg.to_dict()
-        clash = [k for k in CHECKPOINT_IDENTITY if k in saved and saved[k] != now[k]]
-        if clash:
-            raise ValueError(
-                f"the checkpoints in {directory} hold another model ({', '.join(clash)} differ: "
-                f"{clash[0]} = {saved[clash[0]]!r} there, {now[clash[0]]!r} now); use a new "
-                f"--workdir, or remove {directory} to start this run from scratch")
-    return check
+def _missing_step(mgr, step: int) -> FileNotFoundError:
+    steps = mgr.all_steps()
+    return FileNotFoundError(
+        f"no checkpoint of step {step} in {_directory(mgr)}; its checkpoints: "
+        f"{', '.join(map(str, steps)) or '(none)'}")
 
 
-def restore_into(manager: Any, trainer: Trainer, step: int, *,
-                 with_optimizer: bool = True) -> dict[str, Any]:
-    """Load verified checkpoint ``step`` into ``trainer``; its metadata
-    (:class:`checkpointing.CorruptCheckpointError` if it fails verification)."""
-    model, meta = checkpointing.restore(
-        manager, step, saveable_model(trainer), what=repr(trainer.cfg.model),
-        check_meta=_same_model(trainer, pathlib.Path(str(manager.directory))))
-    trainer.params = from_saved(trainer.params, model["params"], trainer.replicated)
-    trainer.state = from_saved(trainer.state, model["state"], trainer.replicated)
-    if with_optimizer:
-        trainer.opt_state = from_saved(trainer.opt_state, model["opt_state"],
-                                       trainer.replicated)
-    return meta
+def _read_meta(mgr, step: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``(meta, record)`` of ``step``, ``meta`` verified against the record; ``record`` is
+    ``None`` for a checkpoint written before integrity records (warned: not verified)."""
+    import orbax.checkpoint as ocp
 
-
-def resume(manager: Any, trainer: Trainer) -> dict[str, Any] | None:
-    """Restore the newest checkpoint that verifies (its metadata; ``None``: none to resume),
-    setting aside, with a warning, every newer one that fails."""
-    aside = []
-    for step in sorted(manager.all_steps(), reverse=True):
-        try:
-            return restore_into(manager, trainer, step)
-        except checkpointing.CorruptCheckpointError as err:
-            aside.append(str(checkpointing.set_aside(manager, err)))
-    if aside:
-        raise ValueError(f"no checkpoint in {manager.directory} verifies (all moved aside: "
-                         f"{', '.join(aside)}); run again to start from scratch")
-    return None
-
-
-def last_good(manager: Any, trainer: Trainer, at_most: int) -> int | None:
-    """The newest checkpoint ``<= at_most`` that verifies (waits for pending saves)."""
-    manager.wait_until_finished()
-    target = saveable_model(trainer)
-    return checkpointing.newest_good(
-        manager, lambda s: checkpointing.restore(manager, s, target), below=at_most)[0]
-
-
-def _corrupt_hint(err: checkpointing.CorruptCheckpointError,
-                  good: int | None) -> checkpointing.CorruptCheckpointError:
-    return checkpointing.CorruptCheckpointError(
-        err.step, err.directory, err.what, err.reason, hint=(
-            f"the newest checkpoint that verifies is step {good}: evaluate it with "
-            f"`revsnn eval --step {good}`; `revsnn train` on this directory sets the bad one "
-            f"aside and resumes" if good is not None else "no older checkpoint verifies either"))
-
-
-# --------------------------------------------------------------------------- entry points
-def restore(workdir: str | os.PathLike, overrides: dict[str, Any] | None = None,
-            step: int | None = None, *, with_optimizer: bool = True) -> tuple[Trainer, int]:
-    """A :class:`Trainer` for ``workdir``'s run holding its latest (or ``step``'s) checkpoint."""
-    maybe_initialize_distributed()
-    workdir = pathlib.Path(workdir)
-    cfg = load_workdir_config(workdir)
-    if overrides:
-        cfg = cfg.replace(**overrides)
-    trainer = Trainer(cfg, workdir)
-    manager = checkpointing.manager(workdir, None, read_only=True)
+    directory = _directory(mgr)
+    has_record = (directory / str(step) / "integrity").exists()
+    items = {"meta": ocp.args.JsonRestore()}
+    if has_record:
+        items["integrity"] = ocp.args.JsonRestore()
     try:
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}")
+        restored = mgr.restore(step, args=ocp.args.Composite(**items))
+        meta, record = restored["meta"], restored.get("integrity") if has_record else None
+    except _READ_ERRORS as err:
+        raise CorruptCheckpointError(step, directory, "metadata",
+                                     f"its metadata cannot be read ({_short(err)})") from err
+    if not isinstance(meta, dict) or (has_record and not isinstance(record, dict)):
+        raise CorruptCheckpointError(step, directory, "metadata", "its metadata is not a "
+                                     "JSON mapping")
+    if record is None:
+        if "integrity_format" in meta:
+            raise CorruptCheckpointError(step, directory, "record",
+                                         "its integrity record (integrity/) is missing")
+        import warnings
+
+        warnings.warn(CorruptCheckpointWarning(
+            f"checkpoint {step} in {directory} was written without an integrity record (by an "
+            f"older revsnn-jax): it is used unverified"), stacklevel=3)
+        return meta, None
+    if record.get("meta_sha256") != _meta_checksum(meta):
+        raise CorruptCheckpointError(step, directory, "metadata",
+                                     "its metadata (meta/) does not match its SHA-256 checksum")
+    return meta, record
+
+
+def _short(err: BaseException, limit: int = 300) -> str:
+    text = f"{type(err).__name__}: {err}".replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_fits(record: dict[str, Any], target: Any, step: int, directory: pathlib.Path,
+                what: str) -> None:
+    """The record's arrays against ``target``'s: other paths, shapes or dtypes are another
+    model or optimizer (a configuration error), not corruption."""
+    want = {k: (v["dtype"], v["shape"]) for k, v in record["arrays"].items()}
+    have = {k: (str(np.asarray(v).dtype), list(np.shape(v)))
+            for k, v in ((jax.tree_util.keystr(p, simple=True, separator="/"), leaf)
+                         for p, leaf in jax.tree_util.tree_flatten_with_path(target)[0])}
+    if want != have:
+        diff = sorted(set(want) ^ set(have)) or sorted(k for k in want if want[k] != have[k])
+        raise ValueError(
+            f"checkpoint {step} in {directory} does not fit {what} as configured now (other "
+            f"parameter shapes or optimizer; e.g. {diff[0]}); use a new --workdir or the "
+            f"settings it was written with")
+
+
+def _drop_closed_loop_callbacks() -> None:
+    """After a failed array read, TensorStore still completes the other pending reads of that
+    restore and calls back into orbax's event loop, already closed: each prints "Exception
+    ignored ... RuntimeError: Event loop is closed" via ``sys.unraisablehook``, burying the
+    one clear error. Drop exactly those; anything else reaches the previous hook."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_revsnn_drops_closed_loop", False):
+        return
+
+    def hook(unraisable) -> None:
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook._revsnn_drops_closed_loop = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+def _read_arrays(mgr, step: int, target: Any, record: dict[str, Any] | None,
+                 what: str) -> dict[str, Any]:
+    import orbax.checkpoint as ocp
+
+    directory = _directory(mgr)
+    try:
+        model = mgr.restore(step, args=ocp.args.Composite(
+            model=ocp.args.StandardRestore(target)))["model"]
+    except (*_READ_ERRORS, TypeError) as err:
+        if record is None:  # unverifiable: as before integrity records, a misfit
+            raise ValueError(
+                f"checkpoint {step} in {directory} does not fit {what} as configured now "
+                f"(other parameter shapes or optimizer); use a new --workdir or the settings "
+                f"it was written with. Orbax said: {err}") from err
+        if isinstance(err, TypeError):
+            raise
+        _drop_closed_loop_callbacks()
+        raise CorruptCheckpointError(step, directory, "arrays",
+                                     f"its arrays cannot be read ({_short(err)})") from err
+    if record is not None:
+        got = array_checksums(model)
+        bad = [k for k, v in record["arrays"].items() if got.get(k) != v]
+        if bad:
+            raise CorruptCheckpointError(
+                step, directory, "arrays", f"{len(bad)} of {len(got)} arrays do not match "
+                f"their SHA-256 checksums ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+    return model
+
+
+def restore(mgr, step: int, target: Any, *, what: str = "the model",
+            check_meta: Callable[[dict[str, Any]], None] | None = None
+            ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(model, meta)`` of checkpoint ``step``, verified.
+
+    ``target``: a tree of arrays like the saved ``model`` (its structure, shapes and dtypes);
+    ``check_meta(meta)`` runs on the verified metadata before any array is read (e.g. "is this
+    the same model?"). Raises :class:`CorruptCheckpointError` if the checkpoint fails
+    verification, ``ValueError`` if it holds another model, ``FileNotFoundError`` if there is
+    no such step.
+    """
+    if step not in mgr.all_steps():
+        raise _missing_step(mgr, step)
+    meta, record = _read_meta(mgr, step)
+    if check_meta is not None:
+        check_meta(meta)
+    if record is not None:
+        _check_fits(record, target, step, _directory(mgr), what)
+    return _read_arrays(mgr, step, target, record, what), meta
+
+
+def set_aside(mgr, err: CorruptCheckpointError) -> pathlib.Path:
+    """Rename the checkpoint ``err`` is about to ``<step>.corrupt-<what>[-N]`` (kept for
+    inspection, invisible to orbax), refresh ``mgr`` and warn; returns the new path."""
+    import warnings
+
+    source = err.directory / str(err.step)
+    target = err.directory / f"{err.step}.corrupt-{err.what}"
+    n = 1
+    while target.exists():
+        n += 1
+        target = err.directory / f"{err.step}.corrupt-{err.what}-{n}"
+    if jax.process_index() == 0:
+        os.rename(source, target)
+    mgr.reload()
+    warnings.warn(CorruptCheckpointWarning(
+        f"{err}. It is never used: moved aside to {target}"), stacklevel=3)
+    return target
+
+
+def newest_good(mgr, restore_one: Callable[[int], Any], *, below: int | None = None
+                ) -> tuple[int | None, list[CorruptCheckpointError]]:
+    """The newest step (``<= below``) for which ``restore_one(step)`` passes verification, and
+    the failures of the newer ones; ``None`` if none passes. Nothing is renamed."""
+    failures = []
+    for step in sorted(mgr.all_steps(), reverse=True):
+        if below is not None and step > below:
+            continue
         try:
-            restore_into(manager, trainer, step, with_optimizer=with_optimizer)
-        except checkpointing.CorruptCheckpointError as err:
-            raise _corrupt_hint(err, last_good(manager, trainer, step - 1)) from err
-    finally:
-        manager.close()
-    return trainer, step
-
-
-def evaluate(workdir: str | os.PathLike, overrides: dict[str, Any] | None = None,
-             step: int | None = None) -> dict[str, Any]:
-    """Score the latest (or ``step``'s) checkpoint in ``workdir`` on the test split."""
-    trainer, step = restore(workdir, overrides, step, with_optimizer=False)
-    cfg = trainer.cfg
-    return {"model": cfg.model, "dataset": cfg.dataset, "step": step, **trainer.evaluate(),
-            "firing_rate": trainer.firing_rate()}
+            restore_one(step)
+            return step, failures
+        except CorruptCheckpointError as err:
+            failures.append(err)
+    return None, failures

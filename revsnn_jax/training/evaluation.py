@@ -10,19 +10,20 @@ Test metrics sum over every example (the last batch padded and masked):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from revsnn_jax import data, steps
-from revsnn_jax.nnx_utils import mean_of_sown
+from revsnn_jax.core.nnx_utils import mean_of_sown
 from revsnn_jax.training.objective import time_major
 from revsnn_jax.training.optim import make_optimizer
 
-if TYPE_CHECKING:
-    from revsnn_jax.training.state import Trainer
+# A revsnn_jax.training.state.Trainer: state.py builds its steps from this module, so this module
+# does not import it back (no import cycle); the functions read the attributes they name.
+Trainer = Any
 
 
 def make_test_step(trainer: Trainer) -> Callable:

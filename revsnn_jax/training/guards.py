@@ -31,14 +31,18 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
-from revsnn_jax import losses, steps
+from revsnn_jax import steps
 from revsnn_jax.reversible import gradient_gap, relative_gap
+from revsnn_jax.steps import losses
 from revsnn_jax.training.objective import mixed, time_major
 from revsnn_jax.training.workdir import print0
 
 if TYPE_CHECKING:
-    from revsnn_jax.training.state import Trainer
     from revsnn_jax.training.workdir import Logger
+
+# A revsnn_jax.training.state.Trainer: state.py builds its drift check from this module, so this
+# module does not import it back (no import cycle); the functions read the attributes they name.
+Trainer = Any
 
 EXIT_PREEMPTED = 75  # `revsnn train` exit status after SIGTERM: checkpoint saved, run it again
 EXIT_NONFINITE = 3  # `revsnn train` exit status after a non-finite loss/gradient stopped it

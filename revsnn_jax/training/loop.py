@@ -23,10 +23,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from revsnn_jax import checkpointing
-from revsnn_jax.config import TrainConfig
-from revsnn_jax.training import checkpoint as ckpt
+from revsnn_jax.training import checkpoint as checkpointing
 from revsnn_jax.training import guards
+from revsnn_jax.training import resume as ckpt
+from revsnn_jax.training.config import TrainConfig
 from revsnn_jax.training.state import Trainer, maybe_initialize_distributed
 from revsnn_jax.training.workdir import (
     Logger,

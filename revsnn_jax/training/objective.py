@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 from revsnn_jax import data, steps
-from revsnn_jax.config import TrainConfig
+from revsnn_jax.training.config import TrainConfig
 
 
 def mixup_lambda(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:

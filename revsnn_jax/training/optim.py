@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import optax
 
-from revsnn_jax.config import TrainConfig
+from revsnn_jax.training.config import TrainConfig
 
 
 def make_schedule(cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> optax.Schedule:

@@ -24,10 +24,11 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from revsnn_jax import data, losses, models, steps
-from revsnn_jax.config import TrainConfig
+from revsnn_jax import data, models, steps
 from revsnn_jax.reversible import MEMORY_MODES
+from revsnn_jax.steps import losses
 from revsnn_jax.training import evaluation, guards
+from revsnn_jax.training.config import TrainConfig
 from revsnn_jax.training.objective import make_loss_step, mixup_lambda, time_major
 from revsnn_jax.training.optim import make_optimizer
 

@@ -3,7 +3,7 @@
 ::
 
     DIR/config.yaml      the resolved configuration
-    DIR/checkpoints/     orbax checkpoints (revsnn_jax.training.checkpoint)
+    DIR/checkpoints/     orbax checkpoints (revsnn_jax.training.resume)
     DIR/metrics.jsonl    one JSON record per log interval and per evaluation
     DIR/tb/              TensorBoard event files (tensorboardX)
     DIR/summary.json     the final summary (revsnn_jax.training.loop.train)
@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import yaml
 
-from revsnn_jax.config import TrainConfig, from_dict
+from revsnn_jax.training.config import TrainConfig, from_dict
 
 ALLOWED_ON_RESUME = {
     "description", "steps", "epochs", "data_dir", "log_every", "eval_every", "checkpoint_every",
