@@ -1,9 +1,9 @@
 """Integrated event frames cached on disk, once per (data set, split, T, split method).
 
-``<data_dir>/<name>/frames/<split>-T<T>-<split_by>.npy`` holds the event counts of every
-recording of the split, ``[N, T, 2, H, W]`` (uint16, or uint32 where a count exceeds 65,535:
-lossless, the frames of :func:`~revsnn_jax.data.integrate.integrate_counts`), memory-mapped
-when read. Beside it, ``...json`` holds the labels, the shape, the fingerprint of the
+``<data_dir>/<name>/frames/<split>-T<T>-<split_by>.npy`` (``$REVSNN_FRAME_CACHE`` in place of
+``<data_dir>`` when set) holds the event counts of every recording of the split,
+``[N, T, 2, H, W]`` (uint16, or uint32 where a count exceeds 65,535: lossless, the frames of
+:func:`~revsnn_jax.data.integrate.integrate_counts`), memory-mapped when read. Beside it, ``...json`` holds the labels, the shape, the fingerprint of the
 recordings it was built from and the SHA-256 of the ``.npy`` file.
 
 * Built once, with a progress bar, then reused; written atomically (a temporary file renamed
@@ -46,8 +46,10 @@ class CorruptFrameCacheWarning(UserWarning):
 
 def cache_paths(data_dir: str | os.PathLike, name: str, split: str, time_steps: int,
                 split_by: str) -> tuple[pathlib.Path, pathlib.Path]:
-    """``(frames .npy, metadata .json)`` of one cache entry."""
-    stem = pathlib.Path(data_dir) / name / "frames" / f"{split}-T{time_steps}-{split_by}"
+    """``(frames .npy, metadata .json)`` of one cache entry, under ``data_dir`` or, when set,
+    ``$REVSNN_FRAME_CACHE`` (for a data directory that is read-only)."""
+    base = os.environ.get("REVSNN_FRAME_CACHE") or data_dir
+    stem = pathlib.Path(base) / name / "frames" / f"{split}-T{time_steps}-{split_by}"
     return stem.with_suffix(".npy"), stem.with_suffix(".json")
 
 
@@ -95,12 +97,17 @@ def _build(npy: pathlib.Path, meta_path: pathlib.Path, want: dict, items: list,
     from tqdm.auto import tqdm
 
     t, split_by = want["time_steps"], want["split_by"]
-    npy.parent.mkdir(parents=True, exist_ok=True)
     suffix = f"{socket.gethostname()}-{os.getpid()}.tmp"
     tmp = npy.with_name(f".{npy.name}.{suffix}")
     shape = (len(items), t, 2, height, width)
     try:
+        npy.parent.mkdir(parents=True, exist_ok=True)
         frames = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint16, shape=shape)
+    except OSError as err:
+        raise ValueError(f"cannot write the frame cache in {npy.parent} ({type(err).__name__}: "
+                         f"{err}); make it writable, or set REVSNN_FRAME_CACHE to a writable "
+                         "directory") from None
+    try:
         bar = tqdm(items, desc=f"{want['dataset']}/{want['split']}: T={t} frames "
                    f"(split_by={split_by})", unit="rec", disable=not progress,
                    dynamic_ncols=True)
@@ -121,6 +128,7 @@ def _build(npy: pathlib.Path, meta_path: pathlib.Path, want: dict, items: list,
         frames.flush()
         del frames
         digest = _sha256(tmp)
+        meta_path.unlink(missing_ok=True)  # no old metadata beside the new frames
         os.replace(tmp, npy)
     finally:
         for leftover in (tmp, tmp.with_suffix(".wide")):

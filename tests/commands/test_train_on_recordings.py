@@ -33,7 +33,11 @@ def test_train_a_dvs_config_on_a_tonic_directory(tmp_path, capsys):
     # an incomplete download is one warning line per split, not a traceback
     assert err.count("revsnn train: warning: dvs128_gesture (train split): 11 recordings") == 1
     assert "Traceback" not in err
-    # a second run reads the cache; a bad split_by is a one-line usage error
+    # evaluation reads the same cache
+    assert cli.main(["eval", "--workdir", str(tmp_path / "run")]) == 0
+    assert "dvs128_gesture at step 2: test accuracy" in capsys.readouterr()[0]
+    assert len(list(frames.iterdir())) == 4
+    # a bad split_by is a one-line usage error
     argv[argv.index("--workdir") + 1] = str(tmp_path / "run2")
     assert cli.main([*argv, "--split-by", "frames"]) == 2
     _, err = capsys.readouterr()

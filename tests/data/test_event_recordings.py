@@ -155,6 +155,12 @@ def test_cache_is_reused_keyed_by_t_and_method_and_rebuilt_when_corrupt(tmp_path
     with pytest.warns(frame_cache.CorruptFrameCacheWarning, match="recordings on disk changed"):
         assert len(_load(tmp_path, "dvs128_gesture", "test", time_steps=5)) == 22
     assert json.loads(meta.read_text())["shape"] == [22, 5, 2, 128, 128]
+    # a read-only data directory: the cache goes where REVSNN_FRAME_CACHE says
+    elsewhere = tmp_path / "cache"
+    monkeypatch.setenv("REVSNN_FRAME_CACHE", str(elsewhere))
+    assert len(_load(tmp_path, "dvs128_gesture", "train", time_steps=3)) == 11
+    assert (elsewhere / "dvs128_gesture" / "frames" / "train-T3-number.npy").exists()
+    assert not (npy.parent / "train-T3-number.npy").exists()
 
 
 def test_a_cache_stands_in_for_recordings_removed_after_it_was_built(tmp_path):
