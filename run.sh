@@ -3,8 +3,8 @@
 # Each creates the virtual environment .venv on first use (or $REVSNN_VENV) and installs the
 # package with its test extras from pyproject.toml; later calls reuse it until pyproject.toml
 # changes. Extra arguments are passed on (`bash run.sh test -k neurons`). REVSNN_EXTRAS picks
-# the extras installed (default `test`; CI uses `test,parity,tpu` to add torch, SpikingJelly
-# and libtpu).
+# the extras installed (default `test`; CI uses `test,parity,tpu,events` to add torch,
+# SpikingJelly, libtpu, tonic and aedat).
 set -euo pipefail
 cd "$(dirname "$0")"
 venv=${REVSNN_VENV:-.venv}

@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from revsnn_jax import data
     from revsnn_jax import training as train
     from revsnn_jax.training import checkpoint as checkpointing
     from revsnn_jax.training.loop import quiet_absl
@@ -31,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["eval_batch_size"] = args.eval_batch_size
     try:
         with quiet_absl(), concise_warnings("eval", (
-                checkpointing.CorruptCheckpointWarning,)):
+                checkpointing.CorruptCheckpointWarning, data.CorruptFrameCacheWarning,
+                data.IncompleteDataWarning)):
             result = train.evaluate(args.workdir, overrides, step=args.step)
     except (ValueError, FileNotFoundError) as err:
         print(f"revsnn eval: error: {err}", file=sys.stderr)

@@ -77,13 +77,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import pathlib
 
+    from revsnn_jax import data
     from revsnn_jax import training as train
     from revsnn_jax.commands._args import concise_warnings
     from revsnn_jax.training import checkpoint as checkpointing
     from revsnn_jax.training.config import load_config
     from revsnn_jax.training.loop import quiet_absl
 
-    _WARNINGS = (checkpointing.CorruptCheckpointWarning, train.ReconstructionDriftWarning)
+    _WARNINGS = (checkpointing.CorruptCheckpointWarning, train.ReconstructionDriftWarning,
+                 data.CorruptFrameCacheWarning, data.IncompleteDataWarning)
     try:
         overrides = config_overrides(args)
         if args.config is None and (pathlib.Path(args.workdir) / "config.yaml").exists():

@@ -25,19 +25,30 @@ Sources (all random access, ``len(source)`` and ``source[i] -> (image, label)``)
       # then copy /some/dir/cifar10 to this machine and pass --data-dir /some/dir
 
   (ImageNet needs the manual download described by ``tfds build imagenet2012``.)
-* ``cifar10_dvs``, ``dvs128_gesture`` -- neuromorphic event data integrated into frames, read
-  from a local cache of NumPy arrays, one ``.npz`` file per split::
+* ``dvs128_gesture``, ``cifar10_dvs``, ``nmnist`` -- neuromorphic event data, integrated into
+  ``T`` frames ``[T, 2, H, W]`` (``T`` = the config's ``time_steps``). Read from either
+
+  1. the recordings as tonic downloads them, ``<data_dir>/DVSGesture/``,
+     ``<data_dir>/CIFAR10DVS/``, ``<data_dir>/NMNIST/`` (:mod:`revsnn_jax.data.recordings`
+     gives the layouts), integrated here exactly as SpikingJelly's
+     ``integrate_events_by_fixed_frames_number`` does (``split_by`` ``'number'``, RevSNN's
+     recipe, or ``'time'``; :mod:`revsnn_jax.data.integrate`) and cached on disk once per
+     (data set, split, T, split_by) in ``<data_dir>/<name>/frames/``
+     (:mod:`revsnn_jax.data.frame_cache`: atomic, checksummed, rebuilt when corrupt); or
+  2. frames prepared elsewhere, one ``.npz`` file per split, which take precedence::
 
       <data_dir>/cifar10_dvs/train.npz      frames [N, T, 2, H, W] (any real or integer dtype,
       <data_dir>/cifar10_dvs/test.npz              event counts per polarity), labels [N] int
       <data_dir>/dvs128_gesture/{train,test}.npz
 
-  ``frames`` are per-sample frame stacks ``[T, 2, H, W]`` (polarity second, as SpikingJelly's
-  ``data_type='frame'`` produces them: e.g. ``CIFAR10DVS(root, data_type='frame',
-  frames_number=10, split_by='number')``); the pipeline turns them into channels-last
-  ``[T, H, W, 2]`` float32 and batches them to ``[B, T, H, W, 2]`` (the training step moves time
-  first). For CIFAR10-DVS a single ``all.npz`` is also accepted: it is split as in RevSNN, the
-  first 90% of each class (in file order) for training and the rest for testing.
+     ``frames`` are per-sample frame stacks ``[T, 2, H, W]`` (polarity second, as SpikingJelly's
+     ``data_type='frame'`` produces them: e.g. ``CIFAR10DVS(root, data_type='frame',
+     frames_number=10, split_by='number')``). For CIFAR10-DVS a single ``all.npz`` is also
+     accepted: it is split as in RevSNN, the first 90% of each class (in file order) for
+     training and the rest for testing.
+
+  Either way the pipeline turns a frame stack into channels-last ``[T, H, W, 2]`` float32 and
+  batches them to ``[B, T, H, W, 2]`` (the training step moves time first).
 
 The pipeline (:func:`make_train_iterator`, :func:`eval_batches`) is built on ``grain``: a
 seeded shuffle that draws a new permutation every epoch, per-example augmentation seeded by the
@@ -52,12 +63,14 @@ Multi-host: each process reads its own interleaved slice of every global batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from revsnn_jax.data import frame_cache, recordings
 from revsnn_jax.data.bundled import (
     ArrayDataset,
     DataNotFoundError,
@@ -65,12 +78,18 @@ from revsnn_jax.data.bundled import (
     load_mnist5k,
     mnist5k_split,
 )
+from revsnn_jax.data.frame_cache import CorruptFrameCacheWarning
+from revsnn_jax.data.integrate import SPLIT_METHODS, check_split_method
+from revsnn_jax.data.recordings import IncompleteDataWarning
 
 __all__ = [
     "DATASETS",
+    "SPLIT_METHODS",
     "ArrayDataset",
+    "CorruptFrameCacheWarning",
     "DataNotFoundError",
     "DatasetSpec",
+    "IncompleteDataWarning",
     "Normalization",
     "eval_batches",
     "get_spec",
@@ -124,6 +143,7 @@ DATASETS: dict[str, DatasetSpec] = {
                     IMAGENET_STD, "imagenet2012"),
         DatasetSpec("cifar10_dvs", "events", 10, (128, 128, 2), 0, (0.0,), (1.0,)),
         DatasetSpec("dvs128_gesture", "events", 11, (128, 128, 2), 0, (0.0,), (1.0,)),
+        DatasetSpec("nmnist", "events", 10, (34, 34, 2), 0, (0.0,), (1.0,)),
     )
 }
 
@@ -228,13 +248,10 @@ def _per_class_split(labels: np.ndarray, fraction: float) -> tuple[np.ndarray, n
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def _load_events(spec: DatasetSpec, split: str, data_dir: str) -> _EventSource:
+def _load_events(spec: DatasetSpec, split: str, data_dir: str, time_steps: int | None,
+                 split_by: str, progress: bool) -> _EventSource:
     folder = os.path.join(data_dir, spec.name)
     path = os.path.join(folder, f"{split}.npz")
-    how = (f"Expected {folder}/{{train,test}}.npz, each with arrays `frames` [N, T, 2, H, W] "
-           "and `labels` [N] (see revsnn_jax.data's docstring; e.g. integrate events into "
-           "frames with SpikingJelly, data_type='frame', on a machine that has the data, "
-           "and save them with numpy.savez).")
     if os.path.exists(path):
         with np.load(path) as f:
             return _EventSource(f["frames"], f["labels"], f"{spec.name}/{split}",
@@ -246,11 +263,47 @@ def _load_events(spec: DatasetSpec, split: str, data_dir: str) -> _EventSource:
         tr, te = _per_class_split(labels, 0.9)
         idx = tr if split == "train" else te
         return _EventSource(frames[idx], labels[idx], f"{spec.name}/{split}", spec.num_classes)
-    raise _missing(f"neuromorphic data set {spec.name!r} ({split} split)", path, how)
+    return _load_recordings(spec, split, data_dir, time_steps, split_by, progress)
 
 
-def load_source(name: str, split: str, data_dir: str | None = None):
-    """A random-access source of ``(example, label)`` for data set ``name`` and ``split``."""
+def _load_recordings(spec: DatasetSpec, split: str, data_dir: str, time_steps: int | None,
+                     split_by: str, progress: bool) -> _EventSource:
+    """Frames integrated from tonic's download in ``data_dir``, through the frame cache."""
+    check_split_method(split_by)
+    layout = recordings.EVENT_DATASETS[spec.name]
+    found = recordings.find_recordings(spec.name, split, data_dir)
+    npy, _ = frame_cache.cache_paths(data_dir, spec.name, split, time_steps or 0, split_by)
+    if found is None and (time_steps is None or not npy.exists()):
+        raise DataNotFoundError(
+            f"neuromorphic data set {spec.name!r} ({split} split) not found in {data_dir}: "
+            f"{recordings.how_to_fetch(spec.name, data_dir)} (or put frames integrated "
+            f"elsewhere in {os.path.join(data_dir, spec.name, split + '.npz')}: arrays `frames`"
+            " [N, T, 2, H, W] and `labels` [N], see revsnn_jax.data's docstring)")
+    if time_steps is None:
+        raise ValueError(f"{spec.name}: integrating its recordings into frames needs the "
+                         "number of frames (time_steps)")
+    items, fingerprint = found if found is not None else (None, None)
+    try:
+        frames, labels = frame_cache.load_or_build(
+            data_dir, spec.name, split, int(time_steps), split_by,
+            items=None if items is None else [(r.path, r.label) for r in items],
+            read=functools.partial(recordings.read_events, spec.name), height=layout.height,
+            width=layout.width, fingerprint=fingerprint, progress=progress)
+    except frame_cache.NoRecordingsError as err:
+        raise DataNotFoundError(f"{err}: {recordings.how_to_fetch(spec.name, data_dir)}"
+                                ) from None
+    return _EventSource(frames, labels, f"{spec.name}/{split}", spec.num_classes)
+
+
+def load_source(name: str, split: str, data_dir: str | None = None, *,
+                time_steps: int | None = None, split_by: str = "number",
+                progress: bool = True):
+    """A random-access source of ``(example, label)`` for data set ``name`` and ``split``.
+
+    Event data sets read from tonic's download are integrated into ``time_steps`` frames by
+    ``split_by`` (``'number'`` or ``'time'``, see :mod:`revsnn_jax.data.integrate`); the
+    first use builds the frame cache (a progress bar unless ``progress`` is false).
+    """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     spec = get_spec(name)
@@ -265,7 +318,7 @@ def load_source(name: str, split: str, data_dir: str | None = None):
         return ds
     if spec.kind == "tfds":
         return _load_tfds(spec, split, data_dir)
-    return _load_events(spec, split, data_dir)
+    return _load_events(spec, split, data_dir, time_steps, split_by, progress)
 
 
 # --------------------------------------------------------------------------- transforms

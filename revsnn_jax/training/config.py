@@ -48,7 +48,10 @@ class TrainConfig:
     memory_mode: str = "none"  # "reversible", "checkpoint" or "none"
     # data
     dataset: str = "digits"
-    data_dir: str | None = None  # TFDS / event-frame cache directory (default: TFDS default)
+    data_dir: str | None = None  # TFDS / event data directory (default: TFDS default)
+    # event data sets: how a recording's events are integrated into the time_steps frames,
+    # SpikingJelly's split_by: "number" (equal event counts, RevSNN's recipe) or "time"
+    split_by: str = "number"
     batch_size: int = 32  # global batch, split over all devices
     eval_batch_size: int = 0  # 0: batch_size
     crop_padding: int | None = None  # None: the data set's recipe value (CIFAR 4)

@@ -244,7 +244,8 @@ def train(cfg: TrainConfig, workdir: str | os.PathLike, *, progress: bool = True
     maybe_initialize_distributed()
     workdir = pathlib.Path(workdir)
     check_resumable(cfg, workdir)
-    trainer = Trainer(cfg, workdir, devices)  # validates: nothing is written for a bad config
+    # validates: nothing is written for a bad config
+    trainer = Trainer(cfg, workdir, devices, progress)
     run = _Run(trainer, workdir)
     run.open()
     total = trainer.total_steps

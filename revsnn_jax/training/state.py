@@ -67,6 +67,9 @@ def _check_modes(cfg: TrainConfig) -> None:
     if cfg.memory_mode not in MEMORY_MODES:
         raise ValueError(f"memory_mode {cfg.memory_mode!r}: choose "
                          f"{', '.join(MEMORY_MODES[:-1])} or {MEMORY_MODES[-1]}")
+    if cfg.split_by not in data.SPLIT_METHODS:
+        raise ValueError(f"split_by {cfg.split_by!r}: choose {' or '.join(data.SPLIT_METHODS)} "
+                         "(how event recordings are integrated into frames)")
     if cfg.loss not in losses.LOSSES:
         raise ValueError(f"loss {cfg.loss!r}: choose one of {', '.join(losses.LOSSES)}")
     if cfg.drift_check_every < 0 or not cfg.drift_threshold >= 0:
@@ -79,9 +82,11 @@ def _check_modes(cfg: TrainConfig) -> None:
             f"model such as revsresnet37), or drift_check_every: 0")
 
 
-def _load_sources(cfg: TrainConfig) -> tuple[Any, Any]:
+def _load_sources(cfg: TrainConfig, progress: bool = True) -> tuple[Any, Any]:
     """The train and test splits (a missing or empty data set fails before any compile)."""
-    sources = tuple(data.load_source(cfg.dataset, split, cfg.data_dir)
+    sources = tuple(data.load_source(cfg.dataset, split, cfg.data_dir,
+                                     time_steps=cfg.time_steps, split_by=cfg.split_by,
+                                     progress=progress and jax.process_index() == 0)
                     for split in ("train", "test"))
     for split, source in zip(("train", "test"), sources, strict=True):
         if len(source) == 0:
@@ -121,6 +126,7 @@ class Trainer:
     cfg: TrainConfig
     workdir: pathlib.Path | None = None
     devices: list | None = None  # default: every device (jax.devices())
+    progress: bool = True  # a progress bar while event frames are first integrated
 
     def __post_init__(self) -> None:
         cfg = self.cfg
@@ -129,7 +135,7 @@ class Trainer:
         self.devices = list(self.devices or jax.devices())
         self.eval_batch_size = _check_batch_sizes(cfg, len(self.devices))
         _check_modes(cfg)
-        self.train_source, self.test_source = _load_sources(cfg)
+        self.train_source, self.test_source = _load_sources(cfg, self.progress)
         self.steps_per_epoch, self.total_steps = _count_steps(cfg, len(self.train_source))
         self.num_classes = self.spec.num_classes
         # one preprocessed example: [H, W, C], events [T, H, W, C]
