@@ -6,9 +6,12 @@ Compiles one full training step (forward, backward, SGD-momentum update) at batc
 :mod:`revsnn_jax.memory.benchmark`.
 
 ``--target`` picks the compiler (:data:`revsnn_jax.memory.TARGETS`): ``cpu`` (default), ``gpu``
-(this machine's GPU) or ``tpu-v4``/``tpu-v5e``/``tpu-v5p``/``tpu-v6e``: one chip of that TPU
-generation, compiled by libtpu on a machine without a TPU (needs ``pip install -e ".[tpu]"``;
-plans cached, see :mod:`revsnn_jax.memory`).
+(this machine's GPU), ``tpu-v4``/``tpu-v5e``/``tpu-v5p``/``tpu-v6e``: one chip of that TPU
+generation, compiled by libtpu on a machine without a TPU (needs ``pip install -e ".[tpu]"``),
+or ``gpu-v100``/``gpu-a100-40g``/``gpu-a100-80g``/``gpu-l4``/``gpu-rtx4090``/``gpu-h100``/
+``gpu-h200``: one NVIDIA card, compiled by XLA's GPU compiler on a machine without a GPU (needs
+``pip install -e ".[cuda]"``). Plans of these compile-only targets are cached, see
+:mod:`revsnn_jax.memory`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import json
 from revsnn_jax.commands._args import UsageError, int_list, names_from, positive_int
 from revsnn_jax.core.modes import MEMORY_MODES, PLAIN_MEMORY_MODES
 
-TARGET_NAMES = ("cpu", "gpu", "tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e")
+TPU_TARGET_NAMES = ("tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e")
+GPU_TARGET_NAMES = ("gpu-v100", "gpu-a100-40g", "gpu-a100-80g", "gpu-l4", "gpu-rtx4090",
+                    "gpu-h100", "gpu-h200")
+TARGET_NAMES = ("cpu", "gpu", *TPU_TARGET_NAMES, *GPU_TARGET_NAMES)
 
 HELP = "training memory per image (slope B -> 2B of the compiled step's peak) per model and mode"
 
@@ -78,12 +84,14 @@ def add_target_arguments(parser: argparse.ArgumentParser, default: str | None = 
                         help=f"compile for: cpu (this machine{', default' if default else ''}), "
                         "gpu (this machine's "
                         "GPU), tpu-v4, tpu-v5e, tpu-v5p, tpu-v6e (one chip, compiled by libtpu "
-                        "without a TPU; needs pip install -e '.[tpu]')")
+                        "without a TPU; needs pip install -e '.[tpu]'), gpu-v100, gpu-a100-40g, "
+                        "gpu-a100-80g, gpu-l4, gpu-rtx4090, gpu-h100, gpu-h200 (one NVIDIA card, "
+                        "compiled without a GPU; needs pip install -e '.[cuda]')")
     parser.add_argument("--cache-dir", default=None, metavar="DIR",
-                        help="where TPU plans are cached (default $REVSNN_JAX_CACHE_DIR, else "
-                        "~/.cache/revsnn-jax/tpu-plans)")
+                        help="where TPU and gpu-* plans are cached (default "
+                        "$REVSNN_JAX_CACHE_DIR, else ~/.cache/revsnn-jax/tpu-plans)")
     parser.add_argument("--no-cache", action="store_true",
-                        help="compile TPU plans afresh and store nothing")
+                        help="compile TPU and gpu-* plans afresh and store nothing")
 
 
 def _target_name(text: str) -> str:
@@ -96,8 +104,9 @@ def _one_target(text: str) -> str:
 
 
 def check_target(name: str) -> None:
-    """A target this machine cannot compile for (no libtpu, no GPU): a usage error, at once.
-    For ``cpu`` and TPU targets this process keeps to jax's CPU backend (never libtpu)."""
+    """A target this machine cannot compile for (no libtpu, no CUDA plugin, no GPU): a usage
+    error, at once. For every target but ``gpu`` this process keeps to jax's CPU backend (never
+    libtpu or the CUDA plugin: compile-only targets compile in the worker subprocess)."""
     from revsnn_jax import memory
 
     if name != "gpu":
@@ -138,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
     names, requested = args.models, args.memory_modes
     check_target(args.target)
-    if args.time and args.target.startswith("tpu"):
+    if args.time and memory.get_target(args.target).compile_only:
         raise UsageError(f"argument --time: runs the step, and target {args.target} only "
                          "compiles it (use --target cpu or gpu)")
     model_kwargs = {}

@@ -38,9 +38,10 @@ from revsnn_jax.memory.compiled import (
     keep_host_on_cpu,
     per_example_memory,
 )
+from revsnn_jax.memory.targets import GPU_SPECS, GpuSpec, gpu_budget, gpu_target_config
 
-__all__ = ["HBM_GIB", "TARGETS", "CompiledMemory", "DoesNotFitError", "PerExampleMemory",
-           "StepPlan", "StepProgram", "Target", "TargetUnavailableError", "analyse_compiled",
-           "check_available", "compile_step", "compiled_memory", "default_cache_dir",
-           "device_peak_bytes", "get_target", "is_refusal", "keep_host_on_cpu",
-           "per_example_memory"]
+__all__ = ["GPU_SPECS", "HBM_GIB", "TARGETS", "CompiledMemory", "DoesNotFitError", "GpuSpec",
+           "PerExampleMemory", "StepPlan", "StepProgram", "Target", "TargetUnavailableError",
+           "analyse_compiled", "check_available", "compile_step", "compiled_memory",
+           "default_cache_dir", "device_peak_bytes", "get_target", "gpu_budget",
+           "gpu_target_config", "is_refusal", "keep_host_on_cpu", "per_example_memory"]

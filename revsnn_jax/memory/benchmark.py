@@ -142,12 +142,13 @@ def measure_training_step(
 
     ``None`` arguments take the model's registered defaults (``memory_mode``: the model's own
     default). ``model_kwargs`` go to the constructor (e.g. ``widths=``, ``blocks=``).
-    ``time_it`` runs the step, so it needs a local target (``cpu``, ``gpu``).
+    ``time_it`` runs the step, so it needs a local target (``cpu``, ``gpu``), not a
+    compile-only one (``tpu-*``, ``gpu-*``).
     """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     spec = memory.get_target(target)
-    if time_it and spec.platform == "tpu":
+    if time_it and spec.compile_only:
         raise ValueError(f"time_it runs the step: target {target} only compiles it")
     program = step_program(name, time_steps=time_steps, image_size=image_size,
                            num_classes=num_classes, memory_mode=memory_mode,

@@ -29,9 +29,19 @@ function through which the CLI (``revsnn memory``, ``revsnn plan``), the benchma
   jax). The compile runs in a subprocess (``python -m revsnn_jax.memory.worker``) with
   ``JAX_PLATFORMS=cpu``, so this process never imports or initialises libtpu; the step is
   described there by a :class:`StepProgram` (an importable builder and JSON arguments).
+* ``gpu-v100``, ``gpu-a100-40g``, ``gpu-a100-80g``, ``gpu-l4``, ``gpu-rtx4090``, ``gpu-h100``,
+  ``gpu-h200`` -- one NVIDIA card, compiled by XLA's GPU compiler (the CUDA plugin:
+  ``pip install -e ".[cuda]"``) for a device described by its published facts
+  (:data:`GPU_SPECS`, a ``GpuTargetConfig``) on a machine WITHOUT a GPU, in the same worker
+  subprocess as the TPU targets (with ``JAX_SKIP_CUDA_CONSTRAINTS_CHECK=1`` and
+  ``XLA_FLAGS=--xla_gpu_autotune_level=0``: no autotuning, which needs the card). What such a
+  plan leaves out (the autotuned algorithms' workspaces, the CUDA context, fragmentation):
+  docs/gpu.md.
 
-TPU plans are cached on disk, keyed by the SHA-256 of the lowered program (StableHLO text), the
-target and the jax/jaxlib/libtpu versions: a plan compiled once is read back in milliseconds.
+Plans of compile-only targets (TPU, GPU) are cached on disk, keyed by the SHA-256 of the lowered
+program (StableHLO text), the target (a GPU's target config and XLA flags too) and the compiler
+versions (jax, jaxlib, libtpu, the CUDA plugin, cuDNN): a plan compiled once is read back in
+milliseconds.
 JAX's own persistent compilation cache cannot serve here: it writes entries for these
 compile-only TPU executables but cannot load them back (jax 0.10.2: "PjRtCompiler must be
 constructed with a Client to call DeserializeLoadedExecutable"), so the memory plan itself
@@ -66,6 +76,7 @@ from revsnn_jax.memory.targets import (
     check_available,
     default_cache_dir,
     get_target,
+    gpu_target_config,
     keep_host_on_cpu,
 )
 
@@ -273,8 +284,8 @@ def compile_step(program: StepProgram, batches: Sequence[int], target: str | Non
     """THE way a step is compiled for its memory plan: ``program`` at each of ``batches``, for
     ``target`` (a :data:`TARGETS` name, or ``None`` for jax's default device as it is).
 
-    ``cpu``/``gpu`` compile here. TPU targets compile in a subprocess (module docstring) whose
-    plans are cached in ``cache_dir`` (default :func:`default_cache_dir`; ``use_cache=False``
+    ``cpu``/``gpu`` compile here. Compile-only targets (TPU, ``gpu-*``) compile in a worker
+    subprocess (module docstring) whose plans are cached in ``cache_dir`` (default :func:`default_cache_dir`; ``use_cache=False``
     compiles afresh and stores nothing). ``progress`` is called with each plan as it comes.
     Raises :class:`TargetUnavailableError` at once when the target cannot be compiled for here.
 
@@ -319,9 +330,9 @@ def _compile_step(program: StepProgram, batches: Sequence[int], target: str | No
                                      _device_kind(device), None, progress=progress,
                                      dump_dir=dump_dir))
     spec = check_available(target)
-    if spec.platform == "tpu":
+    if spec.compile_only:
         directory = (cache_dir or default_cache_dir()) if use_cache else None
-        return _compile_tpu_subprocess(program, batches, spec, directory, progress, dump_dir)
+        return _compile_in_worker(program, batches, spec, directory, progress, dump_dir)
     fn, make_args = program.build()
     device = jax.devices(spec.platform)[0]
     # A target that is jax's default platform compiles exactly as jax's default device does.
@@ -389,8 +400,11 @@ class _PlanCache:
 
     def __init__(self, directory: str | os.PathLike, target: Target) -> None:
         self.directory = pathlib.Path(directory)
-        self.salt = json.dumps([target.name, target.topology, _compiler_versions(),
-                                os.environ.get("LIBTPU_INIT_ARGS", "")])
+        salt = [target.name, target.topology, _compiler_versions(),
+                os.environ.get("LIBTPU_INIT_ARGS", "")]
+        if target.gpu_spec is not None:
+            salt += [gpu_target_config(target.gpu_spec), _GPU_XLA_FLAGS]
+        self.salt = json.dumps(salt)
 
     def key(self, lowered: Any) -> str:
         import hashlib
@@ -419,7 +433,8 @@ def _compiler_versions() -> dict[str, str]:
     from importlib import metadata
 
     versions = {}
-    for dist in ("jax", "jaxlib", "libtpu"):
+    for dist in ("jax", "jaxlib", "libtpu", "jax-cuda12-plugin", "jax-cuda12-pjrt",
+                 "nvidia-cudnn-cu12"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -427,13 +442,18 @@ def _compiler_versions() -> dict[str, str]:
     return versions
 
 
-def _compile_tpu_subprocess(program: StepProgram, batches: Sequence[int], target: Target,
-                            cache_dir: str | os.PathLike | None,
-                            progress: Callable[[StepPlan], None] | None,
-                            dump_dir: str | os.PathLike | None = None) -> list[StepPlan]:
+#: XLA flags of the GPU worker: no autotuning (it runs candidate kernels on the device), so each
+#: convolution and GEMM gets the compiler's default algorithm.
+_GPU_XLA_FLAGS = "--xla_gpu_autotune_level=0"
+
+
+def _compile_in_worker(program: StepProgram, batches: Sequence[int], target: Target,
+                       cache_dir: str | os.PathLike | None,
+                       progress: Callable[[StepPlan], None] | None,
+                       dump_dir: str | os.PathLike | None = None) -> list[StepPlan]:
     """Run ``python -m revsnn_jax.memory.worker`` with ``JAX_PLATFORMS=cpu``: the job as JSON on
-    its stdin, one JSON line per plan back on its stdout (its stderr, libtpu's chatter, is kept
-    and shown only if it fails)."""
+    its stdin, one JSON line per plan back on its stdout (its stderr, the compilers' chatter, is
+    kept and shown only if it fails)."""
     import tempfile
 
     if not isinstance(program.builder, str):
@@ -449,6 +469,8 @@ def _compile_tpu_subprocess(program: StepProgram, batches: Sequence[int], target
     env.update(JAX_PLATFORMS="cpu", ALLOW_MULTIPLE_LIBTPU_LOAD="1", TPU_SKIP_MDS_QUERY="1",
                TPU_WORKER_HOSTNAMES="localhost",
                PYTHONPATH=os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p))
+    if target.gpu_spec is not None:  # no cuInit at the plugin's start-up; no autotuning
+        env.update(JAX_SKIP_CUDA_CONSTRAINTS_CHECK="1", XLA_FLAGS=_GPU_XLA_FLAGS)
     plans: list[StepPlan] = []
     error = None
     with tempfile.TemporaryFile("w+") as stderr:

@@ -11,6 +11,18 @@ one, never an extrapolation. The TPU's peak is not even monotone in the batch (a
 can plan a smaller peak; docs/tpu.md), so the answer is a value that fits with its successor
 over the budget, found from the first bracket; a larger value past a dip may fit too.
 
+That exact bracket costs many compiles near the answer (minutes each for a full model on a TPU
+plan), so by default the planners answer within a tolerance ``tol`` (1%) instead
+(:func:`largest_fitting` with ``tolerance``), in at most 6 compiles: ``n0`` and ``2 n0`` give the
+line's answer ``g1``; compiling ``0.9 g1`` and ``g1`` gives a line through two values near the
+answer (the peak is not quite a line over a 100x range: padding, algorithms that change with
+the shape), whose answer ``g2`` is checked with ``g2`` and ``h = max(g2 + 1,
+floor(g2 (1 + tol)) + 1)``. Once some ``n`` fits and a value ``m <= floor(n (1 + tol)) + 1`` does
+not, the exact answer ``n*`` (the largest fitting value below ``m``, on a peak that grows with
+``n``) satisfies ``n <= n* < m``, so ``n* - n <= tol n``. If the check fails, the answer is the
+largest value compiled that fits, and the row says how far the exact one may be (``within``);
+``revsnn plan --exact`` runs the exact bracket.
+
 "Fits" means the compiled plan's peak (temporaries + arguments + outputs - aliased outputs) is
 at most the budget. A value the compiler refuses outright because the program does not fit the
 device's memory (the TPU compiler's ``RESOURCE_EXHAUSTED``, :func:`revsnn_jax.memory.is_refusal`)
@@ -25,6 +37,7 @@ leave a margin (``revsnn plan --hbm-gib``).
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -45,6 +58,24 @@ class Fit:
     peaks: dict[int, int | None]  # every value compiled -> its planned peak bytes (None: the
     # compiler refused it as larger than the device's memory)
     limit_reached: bool = False
+    exact: bool = True  # the search ran to the exact bracket (else within a tolerance)
+
+    @property
+    def above(self) -> int | None:
+        """The smallest value compiled above ``largest`` that does not fit (``None``: none)."""
+        over = [v for v, p in self.peaks.items()
+                if v > self.largest and (p is None or p > self.budget_bytes)]
+        return min(over, default=None)
+
+    @property
+    def within(self) -> float | None:
+        """How far the exact answer may lie above ``largest``, relative to it: the exact one is
+        at most ``largest * (1 + within)`` (0: exact; ``None`` when unbounded or nothing
+        fits)."""
+        above = self.above
+        if above is None or self.largest < 1:
+            return None if self.largest >= 1 and not self.limit_reached else 0.0
+        return (above - 1 - self.largest) / self.largest
 
     @property
     def peak_bytes(self) -> int | None:
@@ -64,16 +95,23 @@ class Fit:
 
 def largest_fitting(peaks_at: Callable[[Sequence[int]], Mapping[int, int | None]], first: int,
                     budget_bytes: int, *, limit: int | None = None,
-                    max_rounds: int = 16) -> Fit:
+                    max_rounds: int = 16, tolerance: float | None = None) -> Fit:
     """The largest ``n >= 1`` with ``peaks_at([n])[n] <= budget_bytes`` and ``n + 1`` over it.
 
     ``peaks_at(values)`` compiles at each value and returns ``{value: peak_bytes}`` (values are
     asked for two at a time, so one subprocess can compile both); ``None`` for a value means
     the compiler refused it (does not fit). The peak is assumed to grow with ``n``;
     ``RuntimeError`` if no answer is bracketed within ``max_rounds``.
+
+    ``tolerance`` (e.g. 0.01): answer within it instead, in at most 6 compiles (module
+    docstring); the :class:`Fit` says how close it is (``within``, ``exact=False``).
     """
     if first < 1:
         raise ValueError(f"first must be >= 1, got {first}")
+    if tolerance is not None:
+        if not 0 < tolerance < 1:
+            raise ValueError(f"tolerance must be in (0, 1), got {tolerance}")
+        return _within_tolerance(peaks_at, first, budget_bytes, limit, tolerance)
     known: dict[int, int | None] = {}
 
     def ask(values: Sequence[int]) -> None:
@@ -105,6 +143,82 @@ def largest_fitting(peaks_at: Callable[[Sequence[int]], Mapping[int, int | None]
             break
     raise RuntimeError(f"no largest fitting value bracketed after {max_rounds} rounds; "
                        f"compiled peaks: {dict(sorted(known.items()))}")
+
+
+def _within_tolerance(peaks_at: Callable[[Sequence[int]], Mapping[int, int | None]],
+                      first: int, budget: int, limit: int | None, tolerance: float,
+                      rounds: int = 2) -> Fit:
+    """:func:`largest_fitting` within ``tolerance``: the first two values, then the line's
+    answer ``g`` with ``0.9 g`` (a secant near the answer), then the new line's answer with
+    ``max(g + 1, floor(g (1 + tolerance)) + 1)`` (the check); ``rounds`` rounds after the first
+    two values in all."""
+    known: dict[int, int | None] = {}
+
+    def ask(values: Sequence[int]) -> None:
+        todo = sorted({v for v in values if v >= 1 and v not in known
+                       and (limit is None or v <= limit)})
+        if todo:
+            got = peaks_at(todo)
+            known.update({int(v): None if got[v] is None else int(got[v]) for v in todo})
+
+    def fits(v: int) -> bool:
+        return known[v] is not None and known[v] <= budget
+
+    def bracket() -> tuple[int, int | None]:
+        lo = max((v for v in known if fits(v)), default=0)
+        return lo, min((v for v in known if not fits(v) and v > lo), default=None)
+
+    def close_enough(lo: int, hi: int | None) -> bool:
+        if hi is None:
+            return limit is not None and lo >= limit
+        return hi <= max(lo + 1, int(lo * (1 + tolerance)) + 1)
+
+    def result() -> Fit:
+        lo, _ = bracket()
+        return Fit(lo, budget, dict(sorted(known.items())),
+                   limit_reached=limit is not None and lo >= limit, exact=False)
+
+    ask([first, 2 * first] if limit is None or 2 * first <= limit else [first, first + 1])
+    for round_ in range(rounds):
+        lo, hi = bracket()
+        if close_enough(lo, hi):
+            break
+        guess = _secant_guess(known, lo, hi, budget)
+        if limit is not None:
+            guess = min(guess, limit)
+        if round_ < rounds - 1:  # a second value below the answer: a secant near it
+            ask([guess, max(lo + 1, int(0.9 * guess))])
+        else:  # the last round checks the answer and the value one tolerance above it
+            check = max(guess + 1, int(guess * (1 + tolerance)) + 1)
+            ask([guess] if hi is not None and check >= hi else [guess, check])
+    return result()
+
+
+def _secant_guess(known: Mapping[int, int | None], lo: int, hi: int | None,
+                  budget: int) -> int:
+    """The largest value under ``budget`` on the line through the two planned values whose
+    peaks are nearest the budget and at least 10% apart (else the two farthest apart), kept
+    strictly inside the bracket ``(lo, hi)``; the midpoint when fewer than two are planned."""
+    planned = {v: p for v, p in known.items() if p is not None}
+    if len(planned) < 2:
+        guess = (lo + hi) // 2 if hi is not None else 2 * max(lo, 1)
+    else:
+        by_nearness = sorted(planned, key=lambda v: abs(planned[v] - budget))
+        b = by_nearness[0]
+        far = [v for v in by_nearness[1:] if abs(v - b) >= 0.1 * b]
+        if far:
+            a = far[0]
+        else:
+            values = sorted(planned)
+            a, b = values[0], values[-1]
+        slope = (planned[b] - planned[a]) / (b - a)
+        if slope <= 0:
+            guess = (lo + hi) // 2 if hi is not None else 2 * max(lo, 1)
+        else:
+            guess = a + int((budget - planned[a]) // slope)
+    # Unbracketed, at most 256x the largest fitting value (a slope near 0 would send it far).
+    upper = hi - 1 if hi is not None else max(256 * max(lo, 1), lo + 2)
+    return int(min(max(guess, lo + 1), max(upper, lo + 1)))
 
 
 def _next_guess(known: Mapping[int, int | None], lo: int, hi: int | None, budget: int,
@@ -142,11 +256,15 @@ def _next_guess(known: Mapping[int, int | None], lo: int, hi: int | None, budget
 
 # --------------------------------------------------------------------------- model plans
 def _row(name: str, target: str, mode: str | None, sweep: str, fit: Fit, program_kw: dict,
-         device_kind: str, hbm_gib: float, extra: dict[str, Any]) -> dict[str, Any]:
+         device_kind: str, hbm_gib: float, extra: dict[str, Any],
+         seconds: float) -> dict[str, Any]:
+    above = fit.above
     return {
         "model": name, "target": target, "device_kind": device_kind, "memory_mode": mode,
         "sweep": sweep, **extra, "largest": fit.largest, "peak_bytes": fit.peak_bytes,
         "next_peak_bytes": fit.next_peak_bytes, "next_refused": fit.next_refused,
+        "above": above, "above_peak_bytes": None if above is None else fit.peaks[above],
+        "exact": fit.exact, "within": fit.within, "seconds": seconds,
         "budget_bytes": fit.budget_bytes,
         "hbm_gib": hbm_gib, "limit_reached": fit.limit_reached,
         "time_steps": program_kw["time_steps"], "image_size": program_kw["image_size"],
@@ -175,11 +293,13 @@ def plan_batch(name: str, target: str, budget_bytes: int, *, memory_mode: str | 
                image_size: int | None = None, num_classes: int | None = None,
                model_kwargs: dict[str, Any] | None = None, hbm_gib: float | None = None,
                progress: Callable[[memory.StepPlan, str], None] | None = None,
-               cache_dir: str | None = None, use_cache: bool = True) -> dict[str, Any]:
+               cache_dir: str | None = None, use_cache: bool = True,
+               tolerance: float | None = 0.01) -> dict[str, Any]:
     """The largest batch of model ``name``'s training step that fits ``budget_bytes`` on
     ``target``; one row (``largest`` is the batch; ``bytes_per_image``/``static_bytes``: the
     slope and intercept between ``first_batch`` and twice it, ``None`` when the compiler
-    refused either)."""
+    refused either). ``tolerance``: answer within it in at most 6 compiles (``None``: the exact
+    bracket; :func:`largest_fitting`); the row's ``seconds`` is the search's wall time."""
     from revsnn_jax.memory import benchmark
 
     program = benchmark.step_program(name, time_steps=time_steps, image_size=image_size,
@@ -193,7 +313,9 @@ def plan_batch(name: str, target: str, budget_bytes: int, *, memory_mode: str | 
         kinds.append(plans[0].device_kind)
         return {p.batch: _peak(p) for p in plans}
 
-    fit = largest_fitting(peaks_at, first_batch, budget_bytes)
+    start = time.perf_counter()
+    fit = largest_fitting(peaks_at, first_batch, budget_bytes, tolerance=tolerance)
+    seconds = time.perf_counter() - start
     b0, b1 = first_batch, 2 * first_batch
     p0, p1 = fit.peaks[b0], fit.peaks[b1]
     # The slope needs both first plans; a refused one leaves it unknown.
@@ -201,7 +323,8 @@ def plan_batch(name: str, target: str, budget_bytes: int, *, memory_mode: str | 
     return _row(name, target, memory_mode, "batch", fit, dict(program.kwargs), kinds[0],
                 hbm_gib, {"batch": fit.largest, "first_batch": first_batch,
                           "bytes_per_image": slope,
-                          "static_bytes": None if slope is None else p0 - slope * b0})
+                          "static_bytes": None if slope is None else p0 - slope * b0},
+                seconds)
 
 
 def plan_sweep(name: str, target: str, budget_bytes: int, sweep: str, batch: int, *,
@@ -210,10 +333,12 @@ def plan_sweep(name: str, target: str, budget_bytes: int, sweep: str, batch: int
                num_classes: int | None = None, model_kwargs: dict[str, Any] | None = None,
                hbm_gib: float | None = None, limit: int | None = None,
                progress: Callable[[memory.StepPlan, str], None] | None = None,
-               cache_dir: str | None = None, use_cache: bool = True) -> dict[str, Any]:
+               cache_dir: str | None = None, use_cache: bool = True,
+               tolerance: float | None = 0.01) -> dict[str, Any]:
     """The deepest (``sweep="blocks"``: ``blocks=(n,) * stages``) or longest
     (``sweep="time-steps"``: ``T = n``) variant of model ``name`` whose training step at
-    ``batch`` fits ``budget_bytes`` on ``target``; one row (``largest`` is ``n``)."""
+    ``batch`` fits ``budget_bytes`` on ``target``; one row (``largest`` is ``n``;
+    ``tolerance`` as in :func:`plan_batch`)."""
     from revsnn_jax.memory import benchmark
 
     if sweep not in SWEEPS:
@@ -244,7 +369,9 @@ def plan_sweep(name: str, target: str, budget_bytes: int, sweep: str, batch: int
             out[n] = _peak(plan)
         return out
 
-    fit = largest_fitting(peaks_at, first, budget_bytes, limit=limit)
+    start = time.perf_counter()
+    fit = largest_fitting(peaks_at, first, budget_bytes, limit=limit, tolerance=tolerance)
+    seconds = time.perf_counter() - start
     program_kw = kw["program"]
     if sweep == "time-steps":
         program_kw = dict(program_kw, time_steps=fit.largest)
@@ -252,4 +379,4 @@ def plan_sweep(name: str, target: str, budget_bytes: int, sweep: str, batch: int
         program_kw = dict(program_kw, model_kwargs=dict(program_kw["model_kwargs"],
                                                        blocks=[fit.largest] * stages))
     return _row(name, target, memory_mode, sweep, fit, program_kw, kinds[0], hbm_gib,
-                {"batch": batch})
+                {"batch": batch}, seconds)

@@ -85,7 +85,8 @@ class _Neuron(nnx.Module):
 
     def _record(self, spikes: tuple[Array, ...]) -> None:
         total = sum(jax.lax.stop_gradient(s).sum() for s in spikes)
-        sow_intermediate(self, "firing_rate", total / sum(s.size for s in spikes))
+        # the count as a float: past 2**31 spikes (a large batch) an int overflows int32
+        sow_intermediate(self, "firing_rate", total / float(sum(s.size for s in spikes)))
 
 
 def _check_reset(v_threshold: float, v_reset: float | None) -> None:
