@@ -16,9 +16,10 @@ plan), so by default the planners answer within a tolerance ``tol`` (1%) instead
 (:func:`largest_fitting` with ``tolerance``), in at most 6 compiles: ``n0`` and ``2 n0`` give the
 line's answer ``g1``; compiling ``0.9 g1`` and ``g1`` gives a line through two values near the
 answer (the peak is not quite a line over a 100x range: padding, algorithms that change with
-the shape), whose answer ``g2`` is checked with ``g2`` and ``h = max(g2 + 1,
-floor(g2 (1 + tol)) + 1)``. Once some ``n`` fits and a value ``m <= floor(n (1 + tol)) + 1`` does
-not, the exact answer ``n*`` (the largest fitting value below ``m``, on a peak that grows with
+the shape, and near a GPU's memory the compiler's rematerialisation bends it), through the ends
+of the bracket when it has both, whose answer ``g2`` is checked by a window one tolerance wide
+centred on it: ``a = floor(g2 / (1 + tol / 2))`` and ``max(a + 1, floor(a (1 + tol)) + 1)``.
+Once some ``n`` fits and a value ``m <= floor(n (1 + tol)) + 1`` does not, the exact answer ``n*`` (the largest fitting value below ``m``, on a peak that grows with
 ``n``) satisfies ``n <= n* < m``, so ``n* - n <= tol n``. If the check fails, the answer is the
 largest value compiled that fits, and the row says how far the exact one may be (``within``);
 ``revsnn plan --exact`` runs the exact bracket.
@@ -149,9 +150,10 @@ def _within_tolerance(peaks_at: Callable[[Sequence[int]], Mapping[int, int | Non
                       first: int, budget: int, limit: int | None, tolerance: float,
                       rounds: int = 2) -> Fit:
     """:func:`largest_fitting` within ``tolerance``: the first two values, then the line's
-    answer ``g`` with ``0.9 g`` (a secant near the answer), then the new line's answer with
-    ``max(g + 1, floor(g (1 + tolerance)) + 1)`` (the check); ``rounds`` rounds after the first
-    two values in all."""
+    answer ``g`` with ``0.9 g`` (a secant near the answer), then a window around the new line's
+    answer ``g``: ``a = floor(g / (1 + tolerance / 2))`` and ``max(a + 1, floor(a (1 +
+    tolerance)) + 1)`` (if ``a`` fits and that does not, ``a`` is within the tolerance; so is the
+    bracket's own end when it is that close); ``rounds`` rounds after the first two values."""
     known: dict[int, int | None] = {}
 
     def ask(values: Sequence[int]) -> None:
@@ -188,20 +190,26 @@ def _within_tolerance(peaks_at: Callable[[Sequence[int]], Mapping[int, int | Non
             guess = min(guess, limit)
         if round_ < rounds - 1:  # a second value below the answer: a secant near it
             ask([guess, max(lo + 1, int(0.9 * guess))])
-        else:  # the last round checks the answer and the value one tolerance above it
-            check = max(guess + 1, int(guess * (1 + tolerance)) + 1)
-            ask([guess] if hi is not None and check >= hi else [guess, check])
+        else:  # the last round: a window one tolerance wide centred on the answer
+            low = max(lo + 1, int(guess / (1 + tolerance / 2)))
+            high = max(low + 1, int(low * (1 + tolerance)) + 1)
+            ask([v for v in (low, high) if hi is None or v < hi])
     return result()
 
 
 def _secant_guess(known: Mapping[int, int | None], lo: int, hi: int | None,
                   budget: int) -> int:
-    """The largest value under ``budget`` on the line through the two planned values whose
-    peaks are nearest the budget and at least 10% apart (else the two farthest apart), kept
-    strictly inside the bracket ``(lo, hi)``; the midpoint when fewer than two are planned."""
+    """The largest value under ``budget`` on a line, kept strictly inside the bracket
+    ``(lo, hi)``: through the bracket's ends when both are planned (interpolation: a peak can
+    bend above the budget, where the compiler starts to trade memory for recomputation), else
+    through the two planned values whose peaks are nearest the budget and at least 10% apart
+    (else the two farthest apart); the midpoint when fewer than two are planned."""
     planned = {v: p for v, p in known.items() if p is not None}
     if len(planned) < 2:
         guess = (lo + hi) // 2 if hi is not None else 2 * max(lo, 1)
+    elif lo in planned and hi in planned:
+        slope = (planned[hi] - planned[lo]) / (hi - lo)
+        guess = lo + int((budget - planned[lo]) // slope) if slope > 0 else (lo + hi) // 2
     else:
         by_nearness = sorted(planned, key=lambda v: abs(planned[v] - budget))
         b = by_nearness[0]

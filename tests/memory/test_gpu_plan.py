@@ -16,6 +16,7 @@ import pytest
 
 from revsnn_jax import cli, memory
 from revsnn_jax.memory import benchmark
+from revsnn_jax.memory.plan import largest_fitting
 
 REDUCED = ["--time-steps", "2", "--image-size", "8", "--num-classes", "5", "--widths", "8",
            "--blocks", "1"]
@@ -95,6 +96,45 @@ def test_plan_gpu_budget_flags(capsys):
         assert cli.main(["plan", "--model", "revsresnet21", *extra]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err
+
+
+# --------------------------------------------------------------------------- the fast search
+def _bends(b):
+    """A peak like RevSResNet37's on the H100 plan: a line, flattening past 5182 images (the
+    compiler trading memory for recomputation near the card's memory)."""
+    gib = 2 ** 30
+    return int(0.35 * gib + b * 11.6 * 2 ** 20) if b <= 5182 else int(59.05 * gib + b * 1e5)
+
+
+MiB = 2 ** 20
+
+
+@pytest.mark.parametrize("peak", [lambda b: GiB // 2 + 11 * MiB * b,                 # a line
+                                  lambda b: GiB // 2 + 88 * MiB * ((b + 7) // 8),     # padding
+                                  lambda b: GiB // 2 + 10 * MiB * b + 40 * b * b,     # convex
+                                  lambda b: GiB // 2 + int(14 * MiB * b ** 0.97),     # concave
+                                  _bends])
+@pytest.mark.parametrize("budget", [7 * GiB, 59 * GiB])
+def test_largest_fitting_within_one_percent_in_six_compiles(peak, budget):
+    """The default search of ``revsnn plan``: at most 6 values compiled, the answer fits and
+    the exact largest is at most 1% above it (``within``), on lines, staircases, mild curves
+    and a bend above the budget. (A strongly curved peak can leave the gap open: ``within``
+    then says how wide it is, and ``--exact`` closes it.)"""
+    calls = []
+
+    def peaks_at(values):
+        calls.extend(values)
+        return {v: peak(v) for v in values}
+
+    fit = largest_fitting(peaks_at, 32, budget, tolerance=0.01)
+    lo, hi = 1, 10**7
+    while lo < hi:  # the exact answer, by bisection on the (growing) peak
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if peak(mid) <= budget else (lo, mid - 1)
+    assert len(calls) <= 6 and not fit.exact
+    assert fit.peak_bytes <= budget and fit.largest <= lo <= fit.largest * 1.01
+    assert fit.within is not None and fit.within <= 0.01
+    assert lo <= fit.largest * (1 + fit.within)
 
 
 # --------------------------------------------------------------------------- the GPU compiler
