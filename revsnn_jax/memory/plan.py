@@ -14,13 +14,16 @@ over the budget, found from the first bracket; a larger value past a dip may fit
 That exact bracket costs many compiles near the answer (minutes each for a full model on a TPU
 plan), so by default the planners answer within a tolerance ``tol`` (1%) instead
 (:func:`largest_fitting` with ``tolerance``), in at most 6 compiles: ``n0`` and ``2 n0`` give the
-line's answer ``g1``; compiling ``0.9 g1`` and ``g1`` gives a line through two values near the
-answer (the peak is not quite a line over a 100x range: padding, algorithms that change with
-the shape, and near a GPU's memory the compiler's rematerialisation bends it), through the ends
-of the bracket when it has both, whose answer ``g2`` is checked by a window one tolerance wide
-centred on it: ``a = floor(g2 / (1 + tol / 2))`` and ``max(a + 1, floor(a (1 + tol)) + 1)``.
-Once some ``n`` fits and a value ``m <= floor(n (1 + tol)) + 1`` does not, the exact answer ``n*`` (the largest fitting value below ``m``, on a peak that grows with
-``n``) satisfies ``n <= n* < m``, so ``n* - n <= tol n``. If the check fails, the answer is the
+line's answer ``g1``; compiling ``0.85 g1`` and ``0.95 g1`` gives values near the answer and,
+most often, below the budget (the peak is not quite a line over a 100x range: padding,
+algorithms that change with the shape; and on a GPU plan it bends and wobbles just above the
+budget, where the compiler schedules against a memory limit of its own). The line through the
+largest fitting value and one at least 20% below it (or, when no fitting value is that close,
+through the bracket's ends) gives ``g2``, checked by a window one tolerance wide centred on it:
+``a = floor(g2 / (1 + tol / 2))`` and ``max(a + 1, floor(a (1 + tol)) + 1)``. Once some ``n``
+fits and a value ``m <= floor(n (1 + tol)) + 1`` does not, the exact answer ``n*`` (the largest
+fitting value below ``m``, on a peak that grows with ``n``) satisfies ``n <= n* < m``, so
+``n* - n <= tol n``. If the check fails, the answer is the
 largest value compiled that fits, and the row says how far the exact one may be (``within``);
 ``revsnn plan --exact`` runs the exact bracket.
 
@@ -149,9 +152,9 @@ def largest_fitting(peaks_at: Callable[[Sequence[int]], Mapping[int, int | None]
 def _within_tolerance(peaks_at: Callable[[Sequence[int]], Mapping[int, int | None]],
                       first: int, budget: int, limit: int | None, tolerance: float,
                       rounds: int = 2) -> Fit:
-    """:func:`largest_fitting` within ``tolerance``: the first two values, then the line's
-    answer ``g`` with ``0.9 g`` (a secant near the answer), then a window around the new line's
-    answer ``g``: ``a = floor(g / (1 + tolerance / 2))`` and ``max(a + 1, floor(a (1 +
+    """:func:`largest_fitting` within ``tolerance``: the first two values, then ``0.85 g`` and
+    ``0.95 g`` below the line's answer ``g`` (a secant near the answer), then a window around
+    the new line's answer ``g`` (:func:`_secant_guess`): ``a = floor(g / (1 + tolerance / 2))`` and ``max(a + 1, floor(a (1 +
     tolerance)) + 1)`` (if ``a`` fits and that does not, ``a`` is within the tolerance; so is the
     bracket's own end when it is that close); ``rounds`` rounds after the first two values."""
     known: dict[int, int | None] = {}
@@ -188,8 +191,8 @@ def _within_tolerance(peaks_at: Callable[[Sequence[int]], Mapping[int, int | Non
         guess = _secant_guess(known, lo, hi, budget)
         if limit is not None:
             guess = min(guess, limit)
-        if round_ < rounds - 1:  # a second value below the answer: a secant near it
-            ask([guess, max(lo + 1, int(0.9 * guess))])
+        if round_ < rounds - 1:  # two values just below the line's answer: a secant near it
+            ask([max(lo + 1, int(0.85 * guess)), max(lo + 1, int(0.95 * guess))])
         else:  # the last round: a window one tolerance wide centred on the answer
             low = max(lo + 1, int(guess / (1 + tolerance / 2)))
             high = max(low + 1, int(low * (1 + tolerance)) + 1)
@@ -200,13 +203,22 @@ def _within_tolerance(peaks_at: Callable[[Sequence[int]], Mapping[int, int | Non
 def _secant_guess(known: Mapping[int, int | None], lo: int, hi: int | None,
                   budget: int) -> int:
     """The largest value under ``budget`` on a line, kept strictly inside the bracket
-    ``(lo, hi)``: through the bracket's ends when both are planned (interpolation: a peak can
-    bend above the budget, where the compiler starts to trade memory for recomputation), else
-    through the two planned values whose peaks are nearest the budget and at least 10% apart
-    (else the two farthest apart); the midpoint when fewer than two are planned."""
+    ``(lo, hi)``. Above the budget a GPU plan's peak can bend (the compiler schedules against a
+    memory limit of its own) and wobble, so where the largest fitting value ``lo`` is near the
+    bracket's top (``lo >= 0.75 hi``) the line is the secant through ``lo`` and the largest
+    fitting value at least 20% below it (extrapolation from below the budget); else through
+    the bracket's ends when both are planned; else through the two planned values whose peaks
+    are nearest the budget and at least 10% apart (else the two farthest apart); the midpoint
+    when fewer than two are planned."""
     planned = {v: p for v, p in known.items() if p is not None}
+    below = sorted((v for v, p in planned.items() if p <= budget), reverse=True)
+    under = [v for v in below[1:] if v <= 0.8 * lo]
     if len(planned) < 2:
         guess = (lo + hi) // 2 if hi is not None else 2 * max(lo, 1)
+    elif lo in planned and under and (hi is None or lo >= 0.75 * hi):
+        a = under[0]
+        slope = (planned[lo] - planned[a]) / (lo - a)
+        guess = lo + int((budget - planned[lo]) // slope) if slope > 0 else 2 * lo
     elif lo in planned and hi in planned:
         slope = (planned[hi] - planned[lo]) / (hi - lo)
         guess = lo + int((budget - planned[lo]) // slope) if slope > 0 else (lo + hi) // 2

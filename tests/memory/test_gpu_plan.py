@@ -109,11 +109,18 @@ def _bends(b):
 MiB = 2 ** 20
 
 
+def _wobbles(b):
+    """Like MS-ResNet34's peak on the H100 plan: a line up to just past the budget, then not
+    monotone (2077 images 60.72 GiB, 2098 60.69, 2137 59.75)."""
+    line = GiB + 28 * MiB * b
+    return line if line <= 59.4 * GiB else int(60.7 * GiB - (b % 97) * 20 * MiB)
+
+
 @pytest.mark.parametrize("peak", [lambda b: GiB // 2 + 11 * MiB * b,                 # a line
                                   lambda b: GiB // 2 + 88 * MiB * ((b + 7) // 8),     # padding
                                   lambda b: GiB // 2 + 10 * MiB * b + 40 * b * b,     # convex
                                   lambda b: GiB // 2 + int(14 * MiB * b ** 0.97),     # concave
-                                  _bends])
+                                  _bends, _wobbles])
 @pytest.mark.parametrize("budget", [7 * GiB, 59 * GiB])
 def test_largest_fitting_within_one_percent_in_six_compiles(peak, budget):
     """The default search of ``revsnn plan``: at most 6 values compiled, the answer fits and
