@@ -25,9 +25,9 @@ and the longest T at batch 64 on the H100 (``sweep_h100_{revsresnet37,msresnet34
 
 and writes ``experiments/results/memory_gpu.json``: ``{"gpu-h100": rows, "gpu-a100-40g": rows,
 "plans": rows, "sweeps": rows, "checks": rows, "plans_earlier_search": rows}``. ``checks`` are single compiles that close a
-search's bracket where its 6 compiles did not (``check_*.json``: the RevSResNet37 sweep ended
-with T = 108 over and T = 8 the largest compiled fit; ``check`` compiles T = 107 at batch 64,
-``revsnn_jax.memory.compile_step`` as in :func:`check`). Each full-model compile takes 20-100 s on 2 loaded cores
+search's bracket where its 6 compiles did not (``check_*.json``, :data:`CHECKS`: the
+RevSResNet37 sweep ended with T = 108 over and T = 8 the largest compiled fit, MS-ResNet34's with
+T = 101 over and T = 52 fitting). Each full-model compile takes 20-100 s on 2 loaded cores
 (plans are cached, see :mod:`revsnn_jax.memory`; ``--cache-dir`` is passed on).
 """
 
@@ -76,19 +76,25 @@ def _run(directory: pathlib.Path, cache: list[str]) -> None:
               str(directory / f"sweep_h100_{key}.json")])
 
 
-def check(directory: pathlib.Path, cache: list[str], time_steps: int = 107) -> None:
-    """Compile RevSResNet37 (reversible) at batch 64 and ``time_steps`` for the H100 plan."""
+#: Single compiles (model, mode, T) at batch 64 on the H100 plan that close the brackets the
+#: two time-step sweeps left open.
+CHECKS = (("revsresnet37", "reversible", 107), ("msresnet34", "none", 58),
+          ("msresnet34", "none", 59), ("msresnet34", "none", 60))
+
+
+def check(directory: pathlib.Path, cache: list[str]) -> None:
+    """Compile each of :data:`CHECKS` for the H100 plan (``check_*.json``)."""
     from revsnn_jax import memory
     from revsnn_jax.memory import benchmark
 
-    program = benchmark.step_program("revsresnet37", memory_mode="reversible",
-                                     time_steps=time_steps)
-    (plan,) = memory.compile_step(program, [64], "gpu-h100",
-                                  cache_dir=cache[1] if cache else None)
-    row = {"model": "revsresnet37", "memory_mode": "reversible", "time_steps": time_steps,
-           "why": "closes the bracket of sweep_h100_revsresnet37", **plan.to_json()}
-    path = directory / f"check_h100_revsresnet37_T{time_steps}.json"
-    path.write_text(json.dumps([row], indent=2))
+    for model, mode, time_steps in CHECKS:
+        program = benchmark.step_program(model, memory_mode=mode, time_steps=time_steps)
+        (plan,) = memory.compile_step(program, [64], "gpu-h100",
+                                      cache_dir=cache[1] if cache else None)
+        row = {"model": model, "memory_mode": mode, "time_steps": time_steps,
+               "why": f"closes the bracket of sweep_h100_{model}", **plan.to_json()}
+        path = directory / f"check_h100_{model}_T{time_steps}.json"
+        path.write_text(json.dumps([row], indent=2))
 
 
 def collect(directory: pathlib.Path) -> dict:
