@@ -23,6 +23,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from revsnn_jax.core.conv import conv2d
 from revsnn_jax.core.ties import tie
 
 __all__ = ["pack_bits", "spike_conv", "spike_dense", "unpack_bits"]
@@ -59,8 +60,7 @@ def unpack_bits(packed: jax.Array, channels: int, dtype: jnp.dtype = jnp.float32
 
 
 def _conv(s, kernel, strides, padding):
-    return jax.lax.conv_general_dilated(s, kernel, strides, padding,
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return conv2d(s, kernel, strides, padding)
 
 
 def _dense(s, kernel):

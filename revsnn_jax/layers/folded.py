@@ -36,6 +36,7 @@ import numpy as np
 from flax import nnx
 
 from revsnn_jax.core import bitpack, remat
+from revsnn_jax.core.conv import apply_nnx_conv
 from revsnn_jax.core.nnx_utils import sow_intermediate
 from revsnn_jax.core.ties import tie
 
@@ -104,7 +105,7 @@ class Conv2d(nnx.Module):
             conv = self.conv
             y = bitpack.spike_conv(x, conv.kernel[...], conv.strides, conv.padding)
         else:
-            y = self.conv(x)
+            y = apply_nnx_conv(self.conv, x)
         return y.reshape((*lead, *y.shape[1:]))
 
 

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from revsnn_jax.core.conv import conv2d
 from revsnn_jax.core.ties import anchor, tie
 from revsnn_jax.neurons import scan_unroll
 from revsnn_jax.neurons.reversible_node import (
@@ -310,9 +311,8 @@ def node_link(z: Array, node: Any, *, bn: Any = None, pools: int = 0, conv: Any 
             return y
         kernel, bias = w if isinstance(w, tuple) else (w, None)
         lead = y.shape[:-3]
-        out = jax.lax.conv_general_dilated(
-            y.reshape((-1, *y.shape[-3:])).astype(kernel.dtype), kernel, layer.strides,
-            layer.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        out = conv2d(y.reshape((-1, *y.shape[-3:])).astype(kernel.dtype), kernel,
+                     layer.strides, layer.padding)
         if bias is not None:
             out = out + bias
         return out.reshape((*lead, *out.shape[1:]))

@@ -56,6 +56,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from revsnn_jax.core import bitpack
+from revsnn_jax.core.conv import apply_nnx_conv
 from revsnn_jax.core.modes import PLAIN_MEMORY_MODES
 from revsnn_jax.layers import BatchNorm, lean_max_pool, run_blocks
 from revsnn_jax.models.registry import register
@@ -125,7 +126,7 @@ class _Conv3x3(nnx.Module):
         if self.spike_input:
             y = bitpack.spike_conv(x, self.conv.kernel[...], (1, 1), ((1, 1), (1, 1)))
         else:
-            y = self.conv(x)
+            y = apply_nnx_conv(self.conv, x)
         return y.reshape((*lead, *y.shape[1:]))
 
 

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from revsnn_jax.core.conv import apply_nnx_conv, conv2d
 from revsnn_jax.neurons.modules import Quantizer
 
 __all__ = ["ConvNeXtSpikeBlock", "DepthwiseConv", "DownSampling", "ScaledStdConv",
@@ -52,9 +53,7 @@ class ScaledStdConv(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         p = self.padding
-        y = jax.lax.conv_general_dilated(
-            x, self.standardized_kernel().astype(x.dtype), (self.stride, self.stride),
-            ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = conv2d(x, self.standardized_kernel().astype(x.dtype), self.stride, p)
         return y + self.bias[...].astype(x.dtype)
 
 
@@ -67,7 +66,7 @@ class DepthwiseConv(nnx.Module):
                              kernel_init=trunc_normal, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.conv(x)
+        return apply_nnx_conv(self.conv, x)
 
 
 def _batch_norm(channels: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
@@ -87,7 +86,7 @@ class DownSampling(nnx.Module):
         self.spike = Quantizer()
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.bn(self.conv(self.spike(x)))
+        return self.bn(apply_nnx_conv(self.conv, self.spike(x)))
 
 
 class UpSampling(nnx.Module):
@@ -100,7 +99,7 @@ class UpSampling(nnx.Module):
         self.spike = Quantizer()
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = self.bn(self.conv(self.spike(x)))
+        y = self.bn(apply_nnx_conv(self.conv, self.spike(x)))
         return jnp.repeat(jnp.repeat(y, 2, axis=1), 2, axis=2)
 
 

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from revsnn_jax import neurons
+from revsnn_jax.core.conv import conv2d
 from revsnn_jax.reversible.engine import reversible_stage
 
 __all__ = ["batch_norm", "conv3x3", "init_stage", "make_train_step", "spiking_branch"]
@@ -25,8 +26,8 @@ MOMENTUM = 0.9
 def conv3x3(x, w):
     """3x3 'same' convolution over ``[T, B, H, W, C]``, time folded into the batch."""
     t, b = x.shape[:2]
-    y = jax.lax.conv_general_dilated(x.reshape(t * b, *x.shape[2:]), w, (1, 1), "SAME",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    same = [((k - 1) // 2, k - 1 - (k - 1) // 2) for k in w.shape[:2]]
+    y = conv2d(x.reshape(t * b, *x.shape[2:]), w, 1, same)
     return y.reshape(t, b, *y.shape[1:])
 
 
