@@ -6,7 +6,8 @@
   ``lax.conv_general_dilated`` and its autodiff.
 
 Both are used by the fused neuron layers of :mod:`revsnn_jax.neurons.kernels.fused` (the benchmark's
-``linear_lif`` / ``conv_lif``); the models' layers keep XLA's own ops.
+``linear_lif`` / ``conv_lif``); the models' convolutions use
+:func:`revsnn_jax.core.conv.conv2d` (XLA's convolutions, gradients in XLA:CPU's canonical form).
 """
 
 from __future__ import annotations
