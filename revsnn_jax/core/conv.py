@@ -30,7 +30,8 @@ platforms (GPU, TPU) the backward is autodiff's: the gradients are one primitive
 lowering per platform, so their compiled programs keep the same convolution calls. Values and
 gradients equal ``lax.conv_general_dilated``'s (bitwise in the tests).
 
-A convolution whose input or output has fewer pixels than its kernel (a 3x3 kernel over a
+A stride-1 depthwise convolution's gradients are sums of shifted products on CPU
+(:func:`_depthwise_grads`). A convolution whose input or output has fewer pixels than its kernel (a 3x3 kernel over a
 2x2 map) is a matmul of patches instead: XLA would swap its operands into a non-canonical
 form.
 """
@@ -115,7 +116,8 @@ def conv2d(x: Array, kernel: Array, strides: int | Sequence[int] = 1,
 
 
 def _conv_patches(x: Array, kernel: Array, strides: tuple, padding: tuple, groups: int) -> Array:
-    """A convolution whose input or output has fewer pixels than its kernel, as patches times
+    """A stride-1 depthwise convolution's gradients are sums of shifted products on CPU
+(:func:`_depthwise_grads`). A convolution whose input or output has fewer pixels than its kernel, as patches times
     the kernel (a matmul; autodiff's gradients are matmuls too).
 
     ``Y[n, h, w, g, j] = sum_{a, b, i} Xpad[n, s h + a, s w + b, g, i] K[a, b, i, g, j]``.
@@ -181,6 +183,8 @@ def _grads_canonical(x, kernel, dy, *, strides, padding, groups):
                                      (w, kw, out_w, strides[1], padding[1])):
         before = k - 1 - lo
         back.append((before, size + k - 1 - (s * (out - 1) + 1) - before))
+    if groups == c_in == c_out and strides == (1, 1):
+        return _depthwise_grads(x, kernel, dy, padding, tuple(back))
     dx = _lax_conv(dy, flipped, (1, 1), tuple(back), groups, lhs_dilation=strides)
     image_bytes = max(x[0].size, dy[0].size) * x.dtype.itemsize
     size = _group_size(n, image_bytes)
@@ -198,6 +202,30 @@ def _grads_canonical(x, kernel, dy, *, strides, padding, groups):
 
     dk = jax.lax.fori_loop(0, n // size, body, jnp.zeros(kernel.shape, kernel.dtype))
     return dx, dk
+
+
+def _depthwise_grads(x, kernel, dy, padding, back):
+    """Gradients of a stride-1 depthwise convolution (one kernel per channel) as sums of
+    shifted products, which XLA fuses into a few passes (XLA:CPU runs a convolution with one
+    group per channel as a loop over the channels):
+    ``dX = sum_{a,b} dYpad[:, i + a, j + b] K[k_h - 1 - a, k_w - 1 - b]`` (``dY`` padded by
+    the input gradient's pads) and ``dK[a, b] = sum_{n,h,w} Xpad[n, h + a, w + b] dY[n, h, w]``
+    per channel."""
+    kh, kw = kernel.shape[:2]
+    h, w = x.shape[1:3]
+    out_h, out_w = dy.shape[1:3]
+    zero = jnp.zeros((), x.dtype)
+
+    def pad(a, pads):
+        return jax.lax.pad(a, zero, ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+
+    dyp = pad(dy, back)
+    flipped = kernel[::-1, ::-1, 0]
+    dx = sum(dyp[:, a: a + h, b: b + w] * flipped[a, b] for a in range(kh) for b in range(kw))
+    xp = pad(tie(x, anchor(dy)), padding)
+    dk = jnp.stack([jnp.sum(xp[:, a: a + out_h, b: b + out_w] * dy, axis=(0, 1, 2))
+                    for a in range(kh) for b in range(kw)])
+    return dx, dk.reshape(kernel.shape)
 
 
 def _grads_autodiff(x, kernel, dy, *, strides, padding, groups):
