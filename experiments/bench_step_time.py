@@ -23,13 +23,8 @@ import statistics
 import time
 from pathlib import Path
 
+import bench_models  # experiments/bench_models.py: the benchmarks' one step builder
 import jax
-import jax.numpy as jnp
-import optax
-from flax import nnx
-
-from revsnn_jax import steps
-from revsnn_jax.models import create, get_info
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -37,24 +32,10 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def build(name: str, mode: str, batch: int, time_steps: int, model_kwargs: dict):
-    """A jitted step and its (params, state, opt_state, x, y), materialised from seed 0."""
-    info = get_info(name)
-    model = create(name, memory_mode=mode, time_steps=time_steps, rngs=nnx.Rngs(0),
-                   **model_kwargs)
-    fns, params, state = steps.split_model(model)
-    opt = optax.sgd(0.1, momentum=0.9)
-    step = jax.jit(steps.make_train_step(fns, opt))
-    kx, ky = jax.random.split(jax.random.key(0))
-    shape = ((time_steps, batch) if getattr(model, "event_input", False) else (batch,))
-    x = jax.random.normal(kx, (*shape, *info.input_shape), jnp.float32)
-    y = jax.random.randint(ky, (batch,), 0, info.default_num_classes)
-    return step, (params, state, opt.init(params), x, y)
-
-
-def _time_once(step, args) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(step(*args))
-    return time.perf_counter() - start
+    """A jitted step and its (params, state, opt_state, x, y), materialised from seed 0
+    (:func:`bench_models.build`, the one builder of the benchmarks)."""
+    step, args, _ = bench_models.build(name, batch, time_steps, model_kwargs, memory_mode=mode)
+    return step, args
 
 
 def _quartiles(values: list[float]) -> tuple[float, float]:
@@ -89,7 +70,7 @@ def main(argv=None) -> int:
         step, step_args = build(args.model, mode, args.batch, args.time_steps, kwargs)
         start = time.perf_counter()
         for _ in range(max(1, args.warmup)):
-            _time_once(step, step_args)
+            bench_models.time_once(step, step_args)
         compile_s[mode] = time.perf_counter() - start
         built[mode] = (step, step_args)
         print(f"{mode}: compiled and warmed up in {compile_s[mode]:.1f} s", flush=True)
@@ -97,7 +78,7 @@ def main(argv=None) -> int:
     times = {mode: [] for mode in modes}
     for r in range(args.rounds):
         for mode in modes:
-            times[mode].append(_time_once(*built[mode]))
+            times[mode].append(bench_models.time_once(*built[mode]))
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(
             f"{m} {times[m][-1]:.3f} s" for m in modes), flush=True)
     ratios = [a / b for a, b in zip(times[modes[0]], times[modes[1]], strict=True)]
