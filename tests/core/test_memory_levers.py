@@ -10,6 +10,7 @@ from flax import nnx
 
 from revsnn_jax import layers, memory, neurons
 from revsnn_jax.core import bitpack, remat
+from revsnn_jax.core.conv import conv2d
 from revsnn_jax.core.ties import anchor, tie, tieable
 from revsnn_jax.reversible import reversible_stage, reversible_stage_inverse
 
@@ -100,9 +101,11 @@ def test_spike_conv_equals_lax_conv_float64(ksize, strides, padding, channels):
 
 
 def _spiking_conv_stack(spike_input: bool, depth: int = 4, channels: int = 32):
-    """Per-example training memory of ``depth`` x (IF neuron -> conv3x3) on [T=2, B, 8, 8, C]."""
+    """Per-example training memory of ``depth`` x (IF neuron -> conv3x3) on [T=2, B, 8, 8, C],
+    through the library's convolution (:func:`revsnn_jax.core.conv.conv2d`) with the spikes kept
+    as float32 (``spike_input=False``) or as bits (:func:`revsnn_jax.core.bitpack.spike_conv`)."""
     kernels = [jax.ShapeDtypeStruct((3, 3, channels, channels), jnp.float32)] * depth
-    conv = bitpack.spike_conv if spike_input else _lax_conv
+    conv = bitpack.spike_conv if spike_input else conv2d
 
     def loss(kernels, x):
         for k in kernels:
