@@ -119,11 +119,7 @@ def largest_fitting(peaks_at: Callable[[Sequence[int]], Mapping[int, int | None]
     known: dict[int, int | None] = {}
 
     def ask(values: Sequence[int]) -> None:
-        todo = sorted({v for v in values if v >= 1 and v not in known
-                       and (limit is None or v <= limit)})
-        if todo:
-            got = peaks_at(todo)
-            known.update({int(v): None if got[v] is None else int(got[v]) for v in todo})
+        _ask(peaks_at, known, values, limit)
 
     def fits(peak: int | None) -> bool:
         return peak is not None and peak <= budget_bytes
@@ -149,6 +145,17 @@ def largest_fitting(peaks_at: Callable[[Sequence[int]], Mapping[int, int | None]
                        f"compiled peaks: {dict(sorted(known.items()))}")
 
 
+def _ask(peaks_at: Callable[[Sequence[int]], Mapping[int, int | None]],
+         known: dict[int, int | None], values: Sequence[int], limit: int | None) -> None:
+    """Compile the ``values`` not yet in ``known`` (those in ``1..limit``) and record their peaks
+    (``None``: refused by the compiler)."""
+    todo = sorted({v for v in values if v >= 1 and v not in known
+                   and (limit is None or v <= limit)})
+    if todo:
+        got = peaks_at(todo)
+        known.update({int(v): None if got[v] is None else int(got[v]) for v in todo})
+
+
 def _within_tolerance(peaks_at: Callable[[Sequence[int]], Mapping[int, int | None]],
                       first: int, budget: int, limit: int | None, tolerance: float,
                       rounds: int = 2) -> Fit:
@@ -160,11 +167,7 @@ def _within_tolerance(peaks_at: Callable[[Sequence[int]], Mapping[int, int | Non
     known: dict[int, int | None] = {}
 
     def ask(values: Sequence[int]) -> None:
-        todo = sorted({v for v in values if v >= 1 and v not in known
-                       and (limit is None or v <= limit)})
-        if todo:
-            got = peaks_at(todo)
-            known.update({int(v): None if got[v] is None else int(got[v]) for v in todo})
+        _ask(peaks_at, known, values, limit)
 
     def fits(v: int) -> bool:
         return known[v] is not None and known[v] <= budget
